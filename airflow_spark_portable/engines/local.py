@@ -1,0 +1,242 @@
+"""``engine="local"``: pyspark's own spark-submit on the Airflow worker.
+
+For development and small data. The job's output streams into the task log live; a kill
+takes down spark-submit's whole process group (JVM, Python driver, Python workers); a
+host-wide slot cap keeps parallel tasks from running more spark-submits than there are cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from airflow_spark_portable import settings
+from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
+from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.pipes import Channel, LocalChannel
+from airflow_spark_portable.profiles import Profile, spark_conf_strings
+
+_MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+_SECTION_KEYS = {"cores", "driver_memory", "conf"}
+_KILL_GRACE_SECONDS = 3.0  # Airflow's supervisor escalates to SIGKILL after 5 s
+_LOG_TAIL_LINES = 60
+
+
+def pyspark_home() -> Path:
+    """The pyspark package folder: it is the SPARK_HOME its bundled spark-submit needs."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise SparkPortableConfigError(
+            "engine='local' needs pyspark on the Airflow worker: pip install 'airflow-spark-portable[local]'"
+        )
+    home = Path(next(iter(spec.submodule_search_locations)))
+    if not (home / "bin" / "spark-submit").is_file():
+        raise SparkPortableConfigError(f"pyspark at {home} has no bin/spark-submit; reinstall pyspark from PyPI")
+    return home
+
+
+def _require_java() -> None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return
+    if shutil.which("java") is None:
+        raise SparkPortableConfigError(
+            "engine='local' needs Java (17 or 21) on the Airflow worker: install a JDK or set JAVA_HOME"
+        )
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # If the Airflow task process is SIGKILLed (no on_kill), the kernel still stops spark-submit.
+    # The runtime's orphan watchdog then stops the Python driver the JVM leaves behind.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class LocalSlots:
+    """A counting semaphore shared by every task on this host, made of flock()ed files.
+
+    The kernel drops a lock when its holder dies, so a killed task never leaks a slot.
+    """
+
+    def __init__(self, folder: Path, size: int) -> None:
+        self.folder = folder
+        self.size = size
+
+    def acquire(self, log, poll_seconds: float = 1.0) -> IO[str]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        waiting_since = None
+        while True:
+            for index in range(self.size):
+                handle = open(self.folder / f"slot-{index}.lock", "a+")  # noqa: SIM115 - held until release
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                if waiting_since is not None:
+                    log.info("Got a local Spark slot after %.0f s", time.monotonic() - waiting_since)
+                return handle
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.info(
+                    "All %d local Spark slots on this host are busy; waiting. Raise "
+                    "[spark_portable] local_max_parallel to run more spark-submits at once.",
+                    self.size,
+                )
+            time.sleep(poll_seconds)
+
+    @staticmethod
+    def release(handle: IO[str]) -> None:
+        handle.close()  # closing the file drops the flock
+
+
+class LocalEngine(Engine):
+    name = "local"
+    streams_output = True
+
+    def __init__(self, options=None, log=None) -> None:
+        super().__init__(options, log)
+        self._procs: dict[int, subprocess.Popen[str]] = {}
+        self._cancelled: set[int] = set()
+
+    @classmethod
+    def validate_profile(cls, profile: Profile) -> dict[str, Any]:
+        section = profile.section(cls.name)
+        where = f"{profile.source}: profile {profile.name!r}, section 'local'"
+        unknown = set(section) - _SECTION_KEYS
+        if unknown:
+            raise SparkPortableConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_SECTION_KEYS)}")
+        cores = section.get("cores", 1)
+        if cores != "*" and (isinstance(cores, bool) or not isinstance(cores, int) or cores < 1):
+            raise SparkPortableConfigError(f"{where}: cores = {cores!r} must be a whole number >= 1 or '*'")
+        memory = str(section.get("driver_memory", "1g"))
+        if not _MEMORY.match(memory):
+            raise SparkPortableConfigError(f"{where}: driver_memory = {memory!r} must look like 512m or 4g")
+        return {"cores": cores, "driver_memory": memory, "conf": spark_conf_strings(section.get("conf"), where)}
+
+    def open_channel(self, spec: JobSpec) -> Channel:
+        return LocalChannel(settings.work_dir() / "runs" / spec.name)
+
+    def channel_for(self, handle: RunHandle) -> Channel:
+        return LocalChannel(Path(handle["channel_dir"]))
+
+    def command(self, spec: JobSpec) -> list[str]:
+        section = self.validate_profile(spec.profile)
+        cmd = [
+            str(pyspark_home() / "bin" / "spark-submit"),
+            "--master", f"local[{section['cores']}]",
+            "--driver-memory", section["driver_memory"],
+            "--name", spec.name,
+        ]  # fmt: skip
+        for key, value in spec.spark_conf.items():
+            cmd += ["--conf", f"{key}={value}"]
+        return [*cmd, str(spec.application), *spec.application_args]
+
+    def environment(self, spec: JobSpec, channel: Channel) -> dict[str, str]:
+        # The worker's Airflow settings (DB URLs, fernet key, connections) stay out of the job.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+        env.update(
+            SPARK_HOME=str(pyspark_home()),
+            PYSPARK_PYTHON=sys.executable,
+            PYSPARK_DRIVER_PYTHON=sys.executable,
+            PYTHONPATH=os.pathsep.join(p for p in (str(spec.code_root), env.get("PYTHONPATH", "")) if p),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(channel.bootstrap_env())
+        env.update(spec.env)
+        return env
+
+    def submit(self, spec: JobSpec, channel: Channel) -> RunHandle:
+        _require_java()
+        cmd = self.command(spec)
+        env = self.environment(spec, channel)
+        slots = LocalSlots(settings.work_dir() / "slots", settings.local_max_parallel())
+        slot = slots.acquire(self.log)
+        self.log.info("Running: %s", " ".join(cmd))
+        self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
+        try:
+            proc = subprocess.Popen(  # an argument list: no shell ever sees templated values
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=spec.code_root,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,  # its own process group, so cancel() reaches every child
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+            )
+        except BaseException:
+            slots.release(slot)
+            raise
+        proc._spark_portable_slot = slot  # type: ignore[attr-defined]
+        self._procs[proc.pid] = proc
+        return {"engine": self.name, "pid": proc.pid, "name": spec.name, "channel_dir": str(channel.folder)}
+
+    def wait(self, handle: RunHandle) -> RunResult:
+        proc = self._procs[handle["pid"]]
+        tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                self.log.info("%s", line)
+            code = proc.wait()
+        finally:
+            # Also reached on KeyboardInterrupt (Airflow's first signal is SIGINT).
+            self._stop_group(proc)
+            LocalSlots.release(proc._spark_portable_slot)  # type: ignore[attr-defined]
+            self._procs.pop(proc.pid, None)
+        if proc.pid in self._cancelled:
+            return RunResult(CANCELLED, "spark-submit was cancelled", list(tail))
+        if code == 0:
+            return RunResult(SUCCEEDED, "", list(tail))
+        reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return RunResult(FAILED, f"spark-submit {reason}", list(tail))
+
+    def cancel(self, handle: RunHandle) -> None:
+        proc = self._procs.get(handle["pid"])
+        if proc is None:
+            return
+        self._cancelled.add(proc.pid)
+        self.log.info("Cancelling spark-submit (process group %d)", proc.pid)
+        self._stop_group(proc)
+
+    @staticmethod
+    def _stop_group(proc: subprocess.Popen[str]) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left. The group outlives its leader
+        when the JVM exits first, so survivors are looked for even after ``proc`` ended."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + _KILL_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.poll()
+

@@ -1,0 +1,314 @@
+"""SparkPortableOperator: one PySpark job, any engine, chosen by one ``engine`` key."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_spark_portable import settings
+from airflow_spark_portable.engines import check_engine_name, get_engine_class
+from airflow_spark_portable.engines.base import CANCELLED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult, run_name
+from airflow_spark_portable.exceptions import SparkJobFailed, SparkPortableConfigError
+from airflow_spark_portable.pipes import JobReport
+from airflow_spark_portable.profiles import Profiles, spark_conf_strings
+from airflow_spark_portable.project import find_project_root, profiles_path, resolve_application
+from airflow_spark_portable.runtime import protocol
+from airflow_spark_portable.runtime.context import JobContext, RunIdentity
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ERROR_TAIL_LINES = 20
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SparkPortableConfigError(f"{name} must be a mapping of names to strings, got {type(value).__name__}")
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise SparkPortableConfigError(f"{name}: key {key!r} must be a non-empty string")
+        if item is None or isinstance(item, (dict, list, tuple, set)):
+            raise SparkPortableConfigError(f"{name}[{key!r}] must be a string or number, got {item!r}")
+        out[key] = str(item)
+    return out
+
+
+def _default_deferrable() -> bool:
+    return settings._conf().getboolean("operators", "default_deferrable", fallback=False)
+
+
+class SparkPortableOperator(BaseOperator):
+    """Run a PySpark job file from ``jobs/`` on ``local`` spark-submit, an EMR step or a
+    Databricks one-time run; the job, its arguments and its context stay the same.
+
+    :param application: job file, relative to the project root (``jobs/nodes.py``) or absolute.
+    :param engine: ``local``, ``emr`` or ``databricks``. Templated, so a DAG param can pick it.
+    :param application_args: command-line arguments for the job.
+    :param conf: Spark conf for this task, on top of the profile's.
+    :param profile: named size from ``profiles.yaml`` (default ``[spark_portable] default_profile``).
+    :param env: environment variables for the job (keys are logged, values never).
+    :param crawl: partition key handed to the job as ``context.crawl``.
+    :param domain: partition key handed to the job as ``context.domain``.
+    :param partition: further partition keys.
+    :param inputs: named input roots, e.g. ``{"cc": "s3://commoncrawl/"}``.
+    :param output_root: where the job writes.
+    :param extras: any other JSON values the job needs.
+    :param engine_options: engine-specific settings (connection ids, cluster ids, ...).
+    :param deferrable: free the worker slot while a remote engine runs the job.
+    :param poll_interval: seconds between status checks of a remote run.
+
+    Returns (XCom ``return_value``) the metrics the job reported, plus run details under
+    ``"spark_portable"``.
+    """
+
+    template_fields: Sequence[str] = (
+        "engine",
+        "application",
+        "application_args",
+        "conf",
+        "profile",
+        "env",
+        "crawl",
+        "domain",
+        "partition",
+        "inputs",
+        "output_root",
+        "extras",
+        "engine_options",
+    )
+    template_fields_renderers = {"conf": "json", "partition": "json", "inputs": "json", "extras": "json"}
+    ui_color = "#fdd9a8"
+
+    def __init__(
+        self,
+        *,
+        application: str,
+        engine: str = "local",
+        application_args: Sequence[Any] | None = None,
+        conf: Mapping[str, Any] | None = None,
+        profile: str | None = None,
+        env: Mapping[str, str] | None = None,
+        crawl: str | None = None,
+        domain: str | None = None,
+        partition: Mapping[str, str] | None = None,
+        inputs: Mapping[str, str] | None = None,
+        output_root: str | None = None,
+        extras: Mapping[str, Any] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        deferrable: bool | None = None,
+        poll_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not _is_template(engine):
+            check_engine_name(engine)  # a literal typo fails when the DAG is parsed
+        self.engine = engine
+        self.application = application
+        self.application_args = list(application_args or [])
+        self.conf = dict(conf or {})
+        self.profile = profile
+        self.env = dict(env or {})
+        self.crawl = crawl
+        self.domain = domain
+        self.partition = dict(partition or {})
+        self.inputs = dict(inputs or {})
+        self.output_root = output_root
+        self.extras = dict(extras or {})
+        self.engine_options = dict(engine_options or {})
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+        self._engine: Engine | None = None
+        self._handle: RunHandle | None = None
+
+    # -- building the spec -------------------------------------------------------------
+
+    def _dag_file(self) -> str | None:
+        return getattr(self.dag, "fileloc", None) if self.has_dag() else None
+
+    def _job_context(self, context: Context, engine: str, profile: str) -> JobContext:
+        ti = context["ti"]
+        logical_date = context.get("logical_date")
+        partition = _string_map(self.partition, "partition")
+        for key, value in (("crawl", self.crawl), ("domain", self.domain)):
+            if value is not None:
+                partition[key] = str(value)
+        extras = self.extras
+        try:
+            json.dumps(extras, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SparkPortableConfigError(f"extras must be JSON values (strings, numbers, lists, dicts): {exc}") from None
+        return JobContext(
+            engine=engine,
+            profile=profile,
+            run=RunIdentity(
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                map_index=ti.map_index if ti.map_index is not None else -1,
+                try_number=ti.try_number,
+                logical_date=logical_date.isoformat() if logical_date else None,
+            ),
+            partition=partition,
+            inputs=_string_map(self.inputs, "inputs"),
+            output_root=str(self.output_root) if self.output_root else None,
+            extras=extras,
+            application_args=self._application_args(),
+        )
+
+    def _application_args(self) -> list[str]:
+        if isinstance(self.application_args, (str, bytes)) or not isinstance(self.application_args, Sequence):
+            raise SparkPortableConfigError(
+                f"application_args must be a list of strings, got {self.application_args!r}"
+            )
+        for arg in self.application_args:
+            if isinstance(arg, (dict, list, tuple, set)) or arg is None:
+                raise SparkPortableConfigError(f"application_args item {arg!r} must be a string or number")
+        return [str(arg) for arg in self.application_args]
+
+    def _job_env(self) -> dict[str, str]:
+        env = _string_map(self.env, "env")
+        for key in env:
+            if not _ENV_NAME.match(key):
+                raise SparkPortableConfigError(f"env: {key!r} is not a valid environment variable name")
+            if key in (protocol.ENV_CONTEXT, protocol.ENV_MESSAGES):
+                raise SparkPortableConfigError(f"env: {key} is set by the engine; remove it from env")
+        return env
+
+    def build_spec(self, context: Context) -> tuple[type[Engine], JobSpec]:
+        engine_name = check_engine_name(self.engine)
+        engine_cls = get_engine_class(engine_name)
+        dag_file = self._dag_file()
+        root = find_project_root(dag_file)
+        profile_name = self.profile or settings.default_profile()
+        if not isinstance(profile_name, str):
+            raise SparkPortableConfigError(f"profile={profile_name!r} must be a profile name")
+        profile = Profiles.load(profiles_path(root, dag_file)).get(profile_name)
+        section = engine_cls.validate_profile(profile)
+        application = resolve_application(self.application, root, dag_file)
+        spark_conf = {
+            **profile.spark_conf,
+            **section.get("conf", {}),
+            **spark_conf_strings(self.conf, "conf"),
+        }
+        job_context = self._job_context(context, engine_name, profile.name)
+        run = job_context.run
+        tags = {
+            "airflow:dag_id": run.dag_id,
+            "airflow:task_id": run.task_id,
+            "airflow:run_id": run.run_id,
+            "airflow:map_index": str(run.map_index),
+            "airflow:try_number": str(run.try_number),
+            "spark_portable:engine": engine_name,
+            "spark_portable:profile": profile.name,
+            **{f"partition:{k}": v for k, v in job_context.partition.items()},
+        }
+        spec = JobSpec(
+            name=run_name(job_context),
+            application=application,
+            code_root=root if root is not None else application.parent,
+            application_args=job_context.application_args,
+            spark_conf=spark_conf,
+            profile=profile,
+            env=self._job_env(),
+            context=job_context,
+            tags=tags,
+        )
+        return engine_cls, spec
+
+    # -- running -----------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        engine_cls, spec = self.build_spec(context)
+        engine = engine_cls(self.engine_options, self.log)
+        self.log.info(
+            "Running %s on engine=%s profile=%s as %s", spec.application.name, engine.name, spec.profile.name, spec.name
+        )
+        meta = {
+            "engine": engine.name,
+            "profile": spec.profile.name,
+            "application": str(spec.application),
+            "run_name": spec.name,
+            "started": time.time(),
+        }
+        channel = engine.open_channel(spec)
+        handle = engine.find_active_run(spec)
+        if handle is not None:
+            self.log.info("Reattaching to the still running %s from an earlier try: %s", engine.name, handle)
+        else:
+            channel.write_context(spec.context)
+            handle = engine.submit(spec, channel)
+        self._engine, self._handle = engine, handle
+        if self.deferrable:
+            trigger = engine.trigger(handle, self.poll_interval)
+            if trigger is not None:
+                self.defer(trigger=trigger, method_name="execute_complete", kwargs={"handle": handle, "meta": meta})
+        return self._finish(engine, handle, engine.wait(handle), meta)
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any], handle: RunHandle, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        engine = get_engine_class(handle["engine"])(self.engine_options, self.log)
+        self._engine, self._handle = engine, handle
+        return self._finish(engine, handle, engine.result_from_event(handle, event), meta)
+
+    def on_kill(self) -> None:
+        if self._engine is not None and self._handle is not None:
+            self._engine.cancel(self._handle)
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def _finish(self, engine: Engine, handle: RunHandle, result: RunResult, meta: dict[str, Any]) -> dict[str, Any]:
+        report = JobReport()
+        for message in engine.channel_for(handle).read_new_messages():
+            report.add(message)
+        if not engine.streams_output:
+            for message in report.logs:
+                self.log.info("[job] %s", message.get("text", ""))
+        ok = result.state == SUCCEEDED and report.completed and report.failure is None
+        if not ok and not engine.streams_output:
+            for line in engine.fetch_logs(handle):
+                self.log.info("[driver] %s", line)
+        if not ok:
+            raise SparkJobFailed(self._failure_text(result, report, meta))
+        metrics = dict(report.metrics)
+        metrics[protocol.RESERVED_METRIC_KEY] = {
+            "engine": meta["engine"],
+            "profile": meta["profile"],
+            "application": meta["application"],
+            "run_name": meta["run_name"],
+            "wall_seconds": round(time.time() - meta["started"], 3),
+        }
+        self.log.info("Job metrics:\n%s", json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        return metrics
+
+    def _failure_text(self, result: RunResult, report: JobReport, meta: dict[str, Any]) -> str:
+        job = meta["application"]
+        if result.state == CANCELLED:
+            return f"job {job} was cancelled ({result.message})"
+        if report.failure is not None:
+            trace = report.failure.get("traceback") or ""
+            if trace:
+                self.log.error("Job traceback:\n%s", trace)
+            return f"job {job} failed: {report.failure.get('error_type')}: {report.failure.get('message')}"
+        tail = "\n".join(result.log_tail[-_ERROR_TAIL_LINES:])
+        if result.state == SUCCEEDED:
+            opened = "" if report.opened else " and never opened it (it does not use the runtime)"
+            return (
+                f"job {job} exited successfully without reporting completion{opened}. A job must run "
+                "inside `with open_job() as job:` or be a SparkJob subclass started with `.main()` "
+                "(airflow_spark_portable.runtime)"
+            )
+        return f"job {job}: {result.message}; it reported no error of its own. Last output:\n{tail}"

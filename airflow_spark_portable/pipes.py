@@ -1,0 +1,127 @@
+"""Orchestrator side of the pipes: write a job's context, read back what it reported.
+
+A ``Channel`` is one task try's mailbox. Each engine picks the channel its job can reach
+(a local folder here; S3 for EMR and a UC volume for Databricks live in those engines), and
+the job side reads it through ``runtime.transport`` by URI scheme.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_spark_portable.runtime import protocol
+from airflow_spark_portable.runtime.context import JobContext
+
+
+@dataclass
+class JobReport:
+    """What the job said, folded into the facts the operator decides on."""
+
+    opened: bool = False
+    completed: bool = False
+    failure: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    malformed: int = 0
+
+    def add(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == protocol.OPENED:
+            self.opened = True
+        elif kind == protocol.METRICS:
+            self.metrics.update(message.get("metrics") or {})
+        elif kind == protocol.COMPLETED:
+            self.completed = True
+            self.metrics.update(message.get("metrics") or {})
+        elif kind == protocol.FAILED:
+            self.failure = message
+        elif kind == protocol.LOG:
+            self.logs.append(message)
+        else:
+            self.malformed += 1
+
+
+class Channel(ABC):
+    """One task try's mailbox. ``bootstrap()`` is what the job is told to find it by."""
+
+    @property
+    @abstractmethod
+    def context_uri(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def messages_uri(self) -> str: ...
+
+    @abstractmethod
+    def write_context(self, context: JobContext) -> None:
+        """Write the context and clear messages left by an earlier submission."""
+
+    @abstractmethod
+    def read_new_messages(self) -> list[dict[str, Any]]:
+        """Messages written since the last call, in order; incomplete ones wait."""
+
+    def bootstrap_env(self) -> dict[str, str]:
+        return {protocol.ENV_CONTEXT: self.context_uri, protocol.ENV_MESSAGES: self.messages_uri}
+
+    def bootstrap_args(self) -> list[str]:
+        return [protocol.ARG_CONTEXT, self.context_uri, protocol.ARG_MESSAGES, self.messages_uri]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Enough to rebuild the channel after a deferral (trigger kwargs are JSON)."""
+        return {"context_uri": self.context_uri, "messages_uri": self.messages_uri}
+
+
+def parse_lines(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Complete JSON lines of ``data`` and how many bytes they span (a torn last line waits)."""
+    end = data.rfind(b"\n") + 1
+    messages = []
+    for line in data[:end].splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = {"type": "malformed", "raw": line[:200].decode("utf-8", "replace")}
+        messages.append(message if isinstance(message, dict) else {"type": "malformed"})
+    return messages, end
+
+
+class LocalChannel(Channel):
+    """A folder on the worker: ``context.json`` and ``messages.jsonl``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._offset = 0
+
+    @property
+    def context_uri(self) -> str:
+        return str(self.folder / "context.json")
+
+    @property
+    def messages_uri(self) -> str:
+        return str(self.folder / "messages.jsonl")
+
+    def write_context(self, context: JobContext) -> None:
+        if self.folder.exists():
+            shutil.rmtree(self.folder)  # a re-run of the same try starts clean
+        self.folder.mkdir(parents=True, mode=0o700)
+        tmp = self.folder / "context.json.tmp"
+        tmp.write_text(json.dumps(context.to_dict(), indent=2, default=str), encoding="utf-8")
+        tmp.replace(self.context_uri)
+        self._offset = 0
+
+    def read_new_messages(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.messages_uri, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        messages, used = parse_lines(data)
+        self._offset += used
+        return messages

@@ -1,0 +1,47 @@
+"""What ``airflow providers list`` and ``airflow config list`` show for this provider."""
+
+from __future__ import annotations
+
+from airflow_spark_portable import __version__
+from airflow_spark_portable.settings import DEFAULTS, SECTION
+
+_OPTIONS = {
+    "project_root": "Folder holding profiles.yaml and the jobs/ package. Empty: search upward from the DAG file.",
+    "profiles_file": "Path of the profiles YAML file. Empty: profiles.yaml in the project root.",
+    "default_profile": "Profile used when a task names none.",
+    "work_dir": "Local engine: folder for each task try's context and messages. Empty: <tmp>/airflow-spark-portable.",
+    "local_max_parallel": "Local engine: most spark-submits running at once on one host. Empty: one per CPU core.",
+}
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "airflow-spark-portable",
+        "name": "Spark Portable",
+        "description": "Run the same PySpark job on local spark-submit, AWS EMR or Databricks, "
+        "chosen per task by one `engine` key.",
+        "versions": [__version__],
+        "operators": [
+            {
+                "integration-name": "Spark Portable",
+                "python-modules": ["airflow_spark_portable.operators.spark_portable"],
+            }
+        ],
+        "connection-types": [],
+        "extra-links": [],
+        "config": {
+            SECTION: {
+                "description": "Settings of the airflow-spark-portable provider.",
+                "options": {
+                    name: {
+                        "description": text,
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": None,
+                        "default": DEFAULTS[name],
+                    }
+                    for name, text in _OPTIONS.items()
+                },
+            }
+        },
+    }

@@ -1,0 +1,230 @@
+"""The job side of the pipes: ``open_job()`` and the ``SparkJob`` base class.
+
+A job is a plain PySpark script::
+
+    from airflow_spark_portable.runtime import SparkJob
+
+    class CountRows(SparkJob):
+        def run(self, job):
+            n = job.spark.range(1000).count()
+            job.report_metrics(rows=n)
+
+    if __name__ == "__main__":
+        CountRows.main()
+
+It never imports Airflow; it runs unchanged under spark-submit, Spark Connect, EMR and
+Databricks because everything engine-specific arrives through the bootstrap URIs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from airflow_spark_portable.runtime import protocol
+from airflow_spark_portable.runtime.context import JobContext, RunIdentity
+from airflow_spark_portable.runtime.transport import Transport, open_transport
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def get_spark(app_name: str = "spark-portable-job") -> SparkSession:
+    """The session for the engine this job runs on: Spark Connect when ``SPARK_REMOTE`` is
+    set (warm local server, Databricks serverless), else the classic session that
+    spark-submit / the cluster prepared (``getOrCreate`` returns Databricks' own)."""
+    from pyspark.sql import SparkSession
+
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        return SparkSession.builder.remote(remote).getOrCreate()
+    return SparkSession.builder.appName(app_name).getOrCreate()
+
+
+class _StderrTransport:
+    """Used when a job is started by hand (no bootstrap): messages go to stderr."""
+
+    def read_context(self) -> dict[str, Any]:  # pragma: no cover - not called
+        raise NotImplementedError
+
+    def write_message(self, message: dict[str, Any]) -> None:
+        print("spark-portable:", json.dumps(message, default=str), file=sys.stderr, flush=True)
+
+
+class _MessageLogHandler(logging.Handler):
+    def __init__(self, job: Job) -> None:
+        super().__init__(logging.INFO)
+        self._job = job
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._job._send(protocol.LOG, level=record.levelname, text=self.format(record))
+        except Exception:  # a log line must never fail the job
+            self.handleError(record)
+
+
+class Job:
+    """Handed to the job code: its context, its SparkSession, its metrics."""
+
+    def __init__(self, context: JobContext, transport: Transport) -> None:
+        self.context = context
+        self._transport = transport
+        self._seq = 0
+        self._spark: SparkSession | None = None
+        self.metrics: dict[str, Any] = {}
+        self.log = logging.getLogger(f"spark_portable.job.{context.run.task_id}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        stderr_handler = logging.StreamHandler(sys.stderr)
+        stderr_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.handlers = [stderr_handler, _MessageLogHandler(self)]
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            self._spark = get_spark(f"{self.context.run.dag_id}.{self.context.run.task_id}")
+        return self._spark
+
+    def report_metrics(self, metrics: Mapping[str, Any] | None = None, **more: Any) -> None:
+        """Merge metrics into what the task returns as XCom; later values win."""
+        update = {**(metrics or {}), **more}
+        clean = {key: _json_value(key, value) for key, value in update.items()}
+        if protocol.RESERVED_METRIC_KEY in clean:
+            raise ValueError(
+                f"metric name {protocol.RESERVED_METRIC_KEY!r} is reserved for the operator's "
+                "own run details; choose another name"
+            )
+        self.metrics.update(clean)
+        self._send(protocol.METRICS, metrics=clean)
+
+    def _send(self, kind: str, **payload: Any) -> None:
+        self._seq += 1
+        self._transport.write_message({"type": kind, "seq": self._seq, "ts": time.time(), **payload})
+
+
+def _json_value(key: str, value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()  # numpy / pandas scalars
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"metric {key!r} = {value!r} is not a JSON value ({exc}); report numbers, strings, "
+            "booleans, lists or dicts"
+        ) from None
+    return value
+
+
+def _take_flag(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag VALUE`` or ``flag=VALUE`` from argv and return VALUE."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{flag} needs a value")
+            value = argv[i + 1]
+            del argv[i : i + 2]
+            return value
+        if arg.startswith(flag + "="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _bootstrap(argv: list[str]) -> tuple[str, str] | None:
+    context_uri = _take_flag(argv, protocol.ARG_CONTEXT) or os.environ.get(protocol.ENV_CONTEXT)
+    messages_uri = _take_flag(argv, protocol.ARG_MESSAGES) or os.environ.get(protocol.ENV_MESSAGES)
+    if not context_uri and not messages_uri:
+        return None
+    if not (context_uri and messages_uri):
+        raise ValueError(
+            f"got only one of {protocol.ENV_CONTEXT} / {protocol.ENV_MESSAGES}; the engine "
+            "must pass both (or neither, to run the job by hand)"
+        )
+    return context_uri, messages_uri
+
+
+def _standalone_context(argv: list[str]) -> JobContext:
+    return JobContext(
+        engine="standalone",
+        profile="none",
+        run=RunIdentity(dag_id="manual", task_id=os.path.basename(argv[0] if argv else "job"), run_id="manual"),
+        application_args=list(argv[1:]),
+    )
+
+
+def _exit_when_orphaned(poll_seconds: float = 1.0) -> None:
+    """Stop this driver if the process that started it dies (a SIGKILLed spark-submit JVM
+    would otherwise leave the Python driver running, and holding cores, forever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        print("spark-portable: parent process died; stopping the job", file=sys.stderr, flush=True)
+        os._exit(143)
+
+    if parent > 1:
+        threading.Thread(target=watch, name="spark-portable-orphan-watch", daemon=True).start()
+
+
+@contextmanager
+def open_job(argv: list[str] | None = None) -> Iterator[Job]:
+    """Read the context, yield a ``Job``, and always tell the orchestrator how it ended.
+
+    ``argv`` defaults to ``sys.argv``, from which the bootstrap flags are removed in place
+    so the job's own argument parsing sees only its ``application_args``.
+    """
+    argv = sys.argv if argv is None else argv
+    found = _bootstrap(argv)
+    if found is None:
+        transport: Transport = _StderrTransport()
+        context = _standalone_context(argv)
+    else:
+        transport = open_transport(*found)
+        context = JobContext.from_dict(transport.read_context())
+        _exit_when_orphaned()
+    job = Job(context, transport)
+    job._send(protocol.OPENED, pid=os.getpid(), python=sys.version.split()[0])
+    try:
+        yield job
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            job._send(protocol.FAILED, error_type="SystemExit", message=f"exit code {exc.code}", traceback="")
+            raise
+        job._send(protocol.COMPLETED, metrics=job.metrics)
+        raise
+    except BaseException as exc:
+        job._send(
+            protocol.FAILED,
+            error_type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        raise
+    else:
+        job._send(protocol.COMPLETED, metrics=job.metrics)
+
+
+class SparkJob:
+    """Base class for a job file: subclass, implement ``run``, call ``main()``.
+
+    ``run`` may return a dict of metrics, merged with what it reported along the way.
+    """
+
+    def run(self, job: Job) -> Mapping[str, Any] | None:
+        raise NotImplementedError
+
+    @classmethod
+    def main(cls, argv: list[str] | None = None) -> None:
+        with open_job(argv) as job:
+            result = cls().run(job)
+            if result:
+                job.report_metrics(result)

@@ -1,0 +1,68 @@
+"""Job-side transports: read the context, write messages.
+
+A transport is picked by the URI scheme, so an engine changes where data travels without the
+job changing a line. ``file`` covers local paths and anything mounted as a file system
+(Databricks ``/Volumes/...`` and ``/dbfs/...``). Object stores that cannot append (S3) get
+their own small class here, registered in ``_TRANSPORTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+
+class Transport(Protocol):
+    def read_context(self) -> dict[str, Any]: ...
+
+    def write_message(self, message: dict[str, Any]) -> None: ...
+
+
+class FileTransport:
+    """Context is a JSON file; messages are appended as JSON lines and fsynced one by one,
+    so a reader never loses a message the job already wrote, even if the job is killed."""
+
+    def __init__(self, context_path: str, messages_path: str) -> None:
+        self.context_path = _local_path(context_path)
+        self.messages_path = _local_path(messages_path)
+
+    def read_context(self) -> dict[str, Any]:
+        with open(self.context_path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def write_message(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, separators=(",", ":"), default=str) + "\n"
+        # One write() of an O_APPEND fd keeps lines whole even with concurrent writers.
+        fd = os.open(self.messages_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _local_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    return parsed.path if parsed.scheme == "file" else uri
+
+
+_TRANSPORTS: dict[str, type] = {"": FileTransport, "file": FileTransport}
+
+
+def open_transport(context_uri: str, messages_uri: str) -> Transport:
+    scheme = urlparse(context_uri).scheme
+    if urlparse(messages_uri).scheme != scheme:
+        raise ValueError(
+            f"context URI {context_uri!r} and messages URI {messages_uri!r} use different "
+            "schemes; an engine must give both through the same transport"
+        )
+    try:
+        transport_cls = _TRANSPORTS[scheme]
+    except KeyError:
+        raise ValueError(
+            f"no job-side transport for URI scheme {scheme!r} (from {context_uri!r}); "
+            f"known schemes: {sorted(s or 'plain path' for s in _TRANSPORTS)}"
+        ) from None
+    return transport_cls(context_uri, messages_uri)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_spark_portable.engines.local import LocalEngine
+from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.profiles import Profiles
+from conftest import ROOT
+
+
+def _profiles(text: str, tmp_path) -> Profiles:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(text)
+    return Profiles.load(path)
+
+
+def test_shipped_profiles_have_three_sizes_with_local_sections():
+    profiles = Profiles.load(ROOT / "profiles.yaml")
+    assert {"small", "medium", "large"} <= set(profiles.names)
+    small = LocalEngine.validate_profile(profiles.get("small"))
+    large = LocalEngine.validate_profile(profiles.get("large"))
+    assert small["cores"] == 2 and small["driver_memory"] == "2g"
+    assert large["cores"] == "*"
+    assert profiles.get("small").spark_conf["spark.sql.shuffle.partitions"] == "4"
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(SparkPortableConfigError, match=r"unknown profile 'huge'.*large, medium, small"):
+        Profiles.load(ROOT / "profiles.yaml").get("huge")
+
+
+def test_profile_without_the_engine_section(tmp_path):
+    profiles = _profiles("profiles:\n  tiny:\n    local: {cores: 1}\n", tmp_path)
+    with pytest.raises(SparkPortableConfigError, match=r"profile 'tiny' .* has no 'emr' section \(it has: local\)"):
+        profiles.get("tiny").section("emr")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("profiles: [", "not valid YAML"),
+        ("profiles: {}\n", "non-empty 'profiles:'"),
+        ("profile:\n  a: {}\n", "non-empty 'profiles:'"),
+        ("profiles:\n  a: {}\nextra: 1\n", r"unknown top-level keys \['extra'\]"),
+        ("profiles:\n  a: {locall: {}}\n", r"profile 'a' has unknown keys \['locall'\]"),
+        ("profiles:\n  a: {spark_conf: {x: [1]}}\n", r"conf 'x' = \[1\] must be a string"),
+        ("profiles:\n  a: {local: 3}\n", "section 'local' must be a mapping"),
+    ],
+)
+def test_malformed_files_are_rejected_with_the_place(tmp_path, text, error):
+    with pytest.raises(SparkPortableConfigError, match=error):
+        _profiles(text, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("section", "error"),
+    [
+        ("{cores: 0}", "cores = 0 must be a whole number"),
+        ("{cores: two}", "cores = 'two'"),
+        ("{driver_memory: 2 GB}", "driver_memory = '2 GB' must look like 512m or 4g"),
+        ("{master: 'yarn'}", r"unknown keys \['master'\]"),
+    ],
+)
+def test_local_section_is_validated(tmp_path, section, error):
+    profiles = _profiles(f"profiles:\n  p:\n    local: {section}\n", tmp_path)
+    with pytest.raises(SparkPortableConfigError, match=error):
+        LocalEngine.validate_profile(profiles.get("p"))
+
+
+def test_yaml_scalars_become_spark_spelling(tmp_path):
+    profiles = _profiles("profiles:\n  p:\n    spark_conf: {a: true, b: 8, c: 0.5}\n", tmp_path)
+    assert profiles.get("p").spark_conf == {"a": "true", "b": "8", "c": "0.5"}
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path):
+    with pytest.raises(SparkPortableConfigError, match="AIRFLOW__SPARK_PORTABLE__PROFILES_FILE"):
+        Profiles.load(tmp_path / "nope.yaml")

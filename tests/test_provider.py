@@ -1,0 +1,35 @@
+"""The package as Airflow sees it: registered provider, config section, cheap imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import AIRFLOW_BIN, ROOT
+
+
+def _airflow(*args: str) -> str:
+    return subprocess.run([AIRFLOW_BIN, *args], capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def test_airflow_lists_the_provider():
+    providers = json.loads(_airflow("providers", "list", "--output", "json"))
+    ours = [p for p in providers if p["package_name"] == "airflow-spark-portable"]
+    assert len(ours) == 1 and ours[0]["version"]
+
+
+def test_config_section_has_documented_defaults():
+    assert _airflow("config", "get-value", "spark_portable", "default_profile").strip() == "small"
+
+
+def test_importing_the_operator_pulls_in_no_spark_or_cloud_sdk():
+    # The DAG processor imports the operator for every parse: it must stay light.
+    code = (
+        "import sys, airflow_spark_portable.operators.spark_portable\n"
+        "heavy = [m for m in ('pyspark', 'boto3', 'botocore', 'databricks', 'airflow.providers.amazon.aws',"
+        " 'airflow.providers.databricks.hooks') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
