@@ -6,9 +6,16 @@ cd "$(dirname "$0")/.."
 
 python_bin=${PYTHON:-}
 if [ -z "$python_bin" ]; then
-  for candidate in python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null 2>&1; then python_bin=$candidate; break; fi
+  # Run each candidate: a pyenv shim exists for versions that are installed but not selected.
+  for candidate in python3.11 python3.12 python3; do
+    if "$candidate" -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12))' >/dev/null 2>&1; then
+      python_bin=$candidate; break
+    fi
   done
+fi
+if [ -z "$python_bin" ]; then
+  echo "No Python 3.11 or 3.12 found: install one, or set PYTHON=/path/to/python3.11" >&2
+  exit 1
 fi
 py_version=$("$python_bin" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 constraints="constraints/py$py_version.txt"

@@ -31,7 +31,7 @@ def test_job_gets_its_context_and_its_metrics_become_xcom(dag_runner):
         inputs={"cc": "/data/cc"},
         output_root="/tmp/out",
         extras={"max_files_per_crawl": 2},
-        conf={"spark.portable.test": "yes"},
+        conf={"spark.portable.test": "yes", "spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"},
         env={"MY_SETTING": "from-env"},
     )
     outcome = dag_runner.run("probe", source)
@@ -54,6 +54,8 @@ def test_job_gets_its_context_and_its_metrics_become_xcom(dag_runner):
     assert metrics["spark_portable"]["engine"] == "local"
     assert metrics["spark_portable"]["wall_seconds"] > 0
     assert "from-env" not in outcome.output  # env values are never logged
+    assert "spark.hadoop.fs.s3a.secret.key=***" in outcome.output
+    assert "s3cr3t-value" not in outcome.output
     assert '"rows": 42' in outcome.output  # metrics are in the task log too
 
 

@@ -28,6 +28,8 @@ from airflow_spark_portable.pipes import Channel, LocalChannel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
 
 _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+# Conf keys whose values must not reach the task log (s3a keys, tokens, passwords).
+_SENSITIVE_KEY = re.compile(r"secret|password|passwd|token|credential|access\.?key|api\.?key", re.IGNORECASE)
 _SECTION_KEYS = {"cores", "driver_memory", "conf"}
 _KILL_GRACE_SECONDS = 3.0  # Airflow's supervisor escalates to SIGKILL after 5 s
 _LOG_TAIL_LINES = 60
@@ -63,6 +65,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _redacted(cmd: list[str]) -> list[str]:
+    out = []
+    for arg in cmd:
+        key, sep, _ = arg.partition("=")
+        out.append(f"{key}=***" if sep and _SENSITIVE_KEY.search(key) else arg)
+    return out
 
 
 class LocalSlots:
@@ -165,7 +175,7 @@ class LocalEngine(Engine):
         env = self.environment(spec, channel)
         slots = LocalSlots(settings.work_dir() / "slots", settings.local_max_parallel())
         slot = slots.acquire(self.log)
-        self.log.info("Running: %s", " ".join(cmd))
+        self.log.info("Running: %s", " ".join(_redacted(cmd)))
         self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
         try:
             proc = subprocess.Popen(  # an argument list: no shell ever sees templated values
