@@ -109,7 +109,7 @@ class DagRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "400", **(env or {})},
             start_new_session=True,  # the test can clean up everything it started
         )
         return proc, result

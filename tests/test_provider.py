@@ -33,3 +33,19 @@ def test_importing_the_operator_pulls_in_no_spark_or_cloud_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_local_extra_installs_what_the_jobs_need():
+    import configparser
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    local = {Requirement(line).name for line in cfg["options.extras_require"]["local"].splitlines() if line.strip() and not line.strip().startswith("#")}
+    jobs = {
+        Requirement(line).name
+        for line in (ROOT / "jobs" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert jobs <= local, f"add {sorted(jobs - local)} to the [local] extra in setup.cfg"
