@@ -70,3 +70,19 @@ def host_of(url: str) -> str | None:
         return urlsplit(url.strip()).hostname
     except ValueError:
         return None
+
+
+def seed_host(url: str | None) -> tuple[str, str] | None:
+    """(host, registered domain) of a seed URL, or None for an invalid seed: empty, not
+    http(s), or a host without a registrable domain (IP addresses included)."""
+    if not url or not url.strip():
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _DEFAULT_PORTS:
+        return None
+    domain = registered_domain(host)
+    return (host, domain) if domain else None

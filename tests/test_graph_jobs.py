@@ -1,0 +1,273 @@
+"""The four graph jobs on the shipped sample, compared row by row with answers computed here,
+independently, from the generator's ground truth (raw records and seeds)."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+import os
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import pytest
+from publicsuffixlist import PublicSuffixList
+
+from airflow_spark_portable.pipes import JobReport, LocalChannel
+from airflow_spark_portable.runtime import JobContext, RunIdentity
+from conftest import ROOT
+
+pytestmark = pytest.mark.spark
+
+SAMPLE = ROOT / "sample_data"
+CRAWLS = ("CC-MAIN-2024-10", "CC-MAIN-2024-18")
+DOMAINS = ("steel", "pharma")
+LINK_PATHS = {"A@/href", "AREA@/href"}
+PSL = PublicSuffixList(only_icann=True)
+
+
+# -- the oracle: plain Python over the ground truth --------------------------------------
+
+
+def rd(host):
+    if not host:
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        return PSL.privatesuffix(host.lower())
+
+
+def canonical(url, base):
+    parts = urlsplit(urljoin(base, url.strip()))
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not rd(host):
+        return None
+    keep_port = port is not None and port != {"http": 80, "https": 443}[parts.scheme.lower()]
+    netloc = f"{host}:{port}" if keep_port else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, "")), host, rd(host)
+
+
+def oracle_nodes(domain):
+    rows = list(csv.DictReader(open(SAMPLE / "seeds" / f"{domain}.csv", encoding="utf-8")))
+    best, invalid = {}, 0
+    for row in rows:
+        url = (row["url"] or "").strip()
+        parts = urlsplit(url)
+        domain_ = rd(parts.hostname) if url and parts.scheme.lower() in ("http", "https") else None
+        if not domain_:
+            invalid += 1
+            continue
+        candidate = (row["company_id"], row["url"], parts.hostname, domain_)
+        if domain_ not in best or candidate[0] < best[domain_][0]:
+            best[domain_] = candidate
+    return set(best.values()), invalid, len(rows)
+
+
+def oracle_edges(crawl, node_domains):
+    truth = json.loads((SAMPLE / "ground_truth" / f"{crawl}.json").read_text())
+    edges = {}
+    for entry in truth["files"]:
+        for rec in entry["records"]:
+            if rec.get("malformed") or rec.get("envelope_warc_type") != "response":
+                continue
+            target = rec["target_uri"]
+            src_rd = rd(urlsplit(target).hostname)
+            if src_rd not in node_domains:
+                continue
+            base = urljoin(target, rec["base"]) if rec.get("base") else target
+            for link in rec.get("links") or []:
+                if link.get("path") in LINK_PATHS and (dst := canonical(link["url"], base)):
+                    edges[(target, dst[0])] = (target, src_rd, *dst)
+    return set(edges.values())
+
+
+def oracle_graph(nodes, edges):
+    company = {n[3]: n[0] for n in nodes}
+    links, pages = defaultdict(set), defaultdict(set)
+    dlinks, dpages = defaultdict(set), defaultdict(set)
+    for src_url, src_rd, dst_url, _, dst_rd in edges:
+        if src_rd == dst_rd:
+            continue
+        key = (company[src_rd], company.get(dst_rd), dst_rd)
+        links[key].add((src_url, dst_url))
+        pages[key].add(src_url)
+        dlinks[(src_rd, dst_rd)].add((src_url, dst_url))
+        dpages[(src_rd, dst_rd)].add(src_url)
+    graph = {(*k, len(links[k]), len(pages[k])) for k in links}
+    aggr = {(*k, len(dlinks[k]), len(dpages[k])) for k in dlinks}
+    return graph, aggr
+
+
+# -- running the jobs in one Spark session ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this venv's packages
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None):
+    """Run jobs/<step>.py's job class in this process, through the real runtime protocol."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{step}")
+    job_cls = next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "step", None) == step)
+    channel = LocalChannel(tmp_path / f"pipes-{step}-{crawl}-{domain}")
+    channel.write_context(
+        JobContext(
+            engine="local",
+            profile="small",
+            run=RunIdentity(dag_id="t", task_id=step, run_id="r"),
+            partition={"crawl": crawl, "domain": domain},
+            inputs={"cc": str(cc_root or SAMPLE / "cc"), "seeds": str(SAMPLE / "seeds")},
+            output_root=str(out),
+            extras={"max_files_per_crawl": max_files},
+        )
+    )
+    error = None
+    try:
+        job_cls.main(["job.py", *channel.bootstrap_args()])
+    except Exception as exc:  # the runtime re-raises after reporting
+        error = exc
+    report = JobReport()
+    for message in channel.read_new_messages():
+        report.add(message)
+    return report, error
+
+
+def rows(spark, path, columns):
+    return {tuple(r) for r in spark.read.parquet(str(path)).select(*columns).collect()}
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("graph")
+    out = tmp / "out"
+    reports = {}
+    for crawl in CRAWLS:
+        for domain in DOMAINS:
+            for step in ("nodes", "edges", "graph", "graph_aggr"):
+                report, error = run_step(step, crawl, domain, out, tmp)
+                assert error is None and report.completed, (step, crawl, domain, error, report.failure)
+                reports[(step, crawl, domain)] = report.metrics
+    return out, reports, tmp
+
+
+@pytest.mark.parametrize("crawl", CRAWLS)
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_outputs_match_the_ground_truth(spark, pipeline, crawl, domain):
+    out, reports, _ = pipeline
+    part = f"crawl={crawl}/domain={domain}"
+    nodes, invalid, total = oracle_nodes(domain)
+    assert rows(spark, out / "nodes" / part, ["company_id", "url", "host", "registered_domain"]) == nodes
+    edges = oracle_edges(crawl, {n[3] for n in nodes})
+    assert edges, "the sample must produce edges"
+    got_edges = rows(
+        spark, out / "edges" / part,
+        ["src_url", "src_registered_domain", "dst_url", "dst_host", "dst_registered_domain"],
+    )
+    assert got_edges == edges
+    graph, aggr = oracle_graph(nodes, edges)
+    got_graph = rows(
+        spark, out / "graph" / part,
+        ["src_company_id", "dst_company_id", "dst_registered_domain", "n_links", "n_pages"],
+    )
+    assert got_graph == graph
+    assert any(g[1] is not None for g in graph), "the sample must have firm-to-firm links"
+    assert rows(spark, out / "graph_aggr" / part, ["src_domain", "dst_domain", "n_links", "n_pages"]) == aggr
+
+    node_metrics = reports[("nodes", crawl, domain)]
+    assert node_metrics["seeds"] == total and node_metrics["seeds_invalid"] == invalid
+    assert node_metrics["rows"] == len(nodes)
+    edge_metrics = reports[("edges", crawl, domain)]
+    assert edge_metrics["rows"] == len(edges) and edge_metrics["files_ok"] == 3
+    assert edge_metrics["files_failed"] == 0
+    for step in ("nodes", "edges", "graph", "graph_aggr"):
+        assert (out / step / part / "_SUCCESS").exists()
+
+
+def test_bad_records_in_the_sample_are_counted(pipeline):
+    _, reports, _ = pipeline
+    for crawl in CRAWLS:
+        truth = json.loads((SAMPLE / "ground_truth" / f"{crawl}.json").read_text())
+        for domain in DOMAINS:
+            nodes = {n[3] for n in oracle_nodes(domain)[0]}
+            on_nodes = [m for m in truth["malformed"] if rd(urlsplit(m["target_uri"] or "").hostname) in nodes]
+            expected = sum(m["kind"] == "truncated_json" for m in on_nodes)
+            assert reports[("edges", crawl, domain)]["malformed_json"] == expected
+
+
+def test_rerun_replaces_exactly_its_partition(spark, pipeline):
+    out, _, tmp = pipeline
+    crawl, domain = CRAWLS[0], DOMAINS[0]
+    other = out / "edges" / f"crawl={CRAWLS[1]}/domain={domain}"
+    before_other = sorted(p.name for p in other.iterdir())
+    target = out / "edges" / f"crawl={crawl}/domain={domain}"
+    stray = target / "part-stale.parquet"
+    shutil.copy(next(target.glob("part-*.parquet")), stray)  # would duplicate rows if kept
+    report, error = run_step("edges", crawl, domain, out, tmp)
+    assert error is None and report.completed
+    assert not stray.exists()
+    assert spark.read.parquet(str(target)).count() == report.metrics["rows"]
+    assert sorted(p.name for p in other.iterdir()) == before_other
+
+
+def test_an_incomplete_upstream_partition_is_refused(pipeline, tmp_path):
+    out, _, _ = pipeline
+    copy = tmp_path / "out"
+    shutil.copytree(out / "nodes", copy / "nodes")
+    (copy / "nodes" / f"crawl={CRAWLS[0]}/domain=steel" / "_SUCCESS").unlink()  # as a killed write leaves it
+    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path)
+    assert isinstance(error, FileNotFoundError) and not report.completed
+    assert "missing or incomplete" in report.failure["message"]
+    assert not (copy / "edges").exists()
+
+
+def test_unreadable_wat_files_are_reported_not_fatal(pipeline, tmp_path):
+    out, _, _ = pipeline
+    cc = tmp_path / "cc"
+    shutil.copytree(SAMPLE / "cc", cc)
+    crawl_dir = cc / "crawl-data" / CRAWLS[0]
+    first = next(crawl_dir.rglob("*.warc.wat.gz"))
+    first.write_bytes(first.read_bytes()[:3000])  # truncated gzip
+    copy = tmp_path / "out"
+    shutil.copytree(out / "nodes", copy / "nodes")
+    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path, cc_root=cc)
+    assert error is None and report.completed
+    assert report.metrics["files_failed"] == 1 and report.metrics["files_ok"] == 2
+    assert first.name in report.metrics["first_file_error"]
+
+
+def test_sampling_reads_only_the_first_files(pipeline, tmp_path):
+    out, _, _ = pipeline
+    copy = tmp_path / "out"
+    shutil.copytree(out / "nodes", copy / "nodes")
+    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path, max_files=1)
+    assert error is None and report.metrics["wat_files"] == 1 and report.metrics["files_ok"] == 1
+
+
+def test_missing_seed_list_names_the_file(spark, tmp_path):
+    report, error = run_step("nodes", CRAWLS[0], "textiles", tmp_path / "out", tmp_path)
+    assert isinstance(error, FileNotFoundError)
+    assert "no seed list for domain 'textiles'" in report.failure["message"]
