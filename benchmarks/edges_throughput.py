@@ -76,7 +76,7 @@ def best_seconds(fn, path, nodes, repeat):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     nodes = frozenset(registered_domain(h) for h in gen.BENCHMARK_SEED_HOSTS)
     ok = True

@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import orjson
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from jobs.common.urls import host_of, normalize_url, registered_domain
+from jobs.common.urls import PageLinks, page_domain
 
 LINK_PATHS = frozenset({"A@/href", "AREA@/href"})
 
@@ -38,21 +38,6 @@ COUNTERS = (
 
 class TruncatedWatError(ValueError):
     """The file ends inside its last gzip member: a partial copy, not a transient error."""
-
-
-def iter_records(stream: BinaryIO) -> Iterator[tuple[str | None, object]]:
-    """(target URI, record) for every metadata record; gzip members are detected.
-
-    FastWARC stops quietly at a cut-off gzip member, so on a seekable (local) stream the
-    last member is checked for its end marker; remote clients check the length themselves.
-    """
-    last_offset = None
-    for record in ArchiveIterator(stream, record_types=WarcRecordType.metadata, parse_http=False, fsspec_args=False):
-        last_offset = record.stream_pos
-        yield record.headers.get("WARC-Target-URI"), record
-    if last_offset is not None and getattr(stream, "seekable", lambda: False)():
-        if _member_is_cut(stream, last_offset):
-            raise TruncatedWatError(f"the WAT file is truncated: its last gzip member (at byte {last_offset}) never ends")
 
 
 def _member_is_cut(stream: BinaryIO, offset: int) -> bool:
@@ -95,30 +80,52 @@ def page_edges(payload: bytes, target: str, src_rd: str, counts: Counter) -> Ite
     if not isinstance(links, list) or (base is not None and not isinstance(base, str)):
         counts["missing_fields"] += 1
         return ()
-    base_url = urljoin(target, base) if base else target
+    resolver = PageLinks(urljoin(target, base) if base else target)
     edges = []
+    seen = dropped = 0
     for link in links:
         if not isinstance(link, dict) or link.get("path") not in LINK_PATHS:
             continue
-        counts["links_seen"] += 1
+        seen += 1
         url = link.get("url")
-        normalized = normalize_url(url, base_url) if isinstance(url, str) else None
+        normalized = resolver.resolve(url) if isinstance(url, str) else None
         if normalized is None:
-            counts["links_dropped"] += 1
+            dropped += 1
             continue
         edges.append((target, src_rd, *normalized))
+    counts["links_seen"] += seen
+    counts["links_dropped"] += dropped
     return edges
 
 
 def edges_from_wat(stream: BinaryIO, node_domains: frozenset[str] | set[str], counts: Counter) -> Iterator[Edge]:
-    """All edges of one WAT file whose source page is on a node's registered domain."""
-    for target, record in iter_records(stream):
-        counts["wat_records"] += 1
-        if not target:
-            counts["missing_fields"] += 1
-            continue
-        src_rd = registered_domain(host_of(target))
-        if src_rd is None or src_rd not in node_domains:
-            continue  # the payload of this record is never read
-        counts["node_records"] += 1
-        yield from page_edges(record.reader.read(), target, src_rd, counts)
+    """All edges of one WAT file whose source page is on a node's registered domain.
+
+    FastWARC stops quietly at a cut-off gzip member, so on a seekable (local) stream the
+    last member is checked for its end marker; remote clients check the length themselves.
+    """
+    records = no_target = on_nodes = 0  # plain locals: this loop runs for every record of a crawl
+    last_offset = None
+    # inplace: one record object reused for every record (its payload is read before the next)
+    for_each = ArchiveIterator(
+        stream, record_types=WarcRecordType.metadata, parse_http=False, fsspec_args=False, inplace=True
+    )
+    try:
+        for record in for_each:
+            records += 1
+            last_offset = record.stream_pos
+            target = record.headers.get("WARC-Target-URI")
+            if not target:
+                no_target += 1
+                continue
+            src_rd = page_domain(target)
+            if src_rd is None or src_rd not in node_domains:
+                continue  # the payload of this record is never read
+            on_nodes += 1
+            yield from page_edges(record.reader.read(), target, src_rd, counts)
+    finally:
+        counts["wat_records"] += records
+        counts["missing_fields"] += no_target
+        counts["node_records"] += on_nodes
+    if last_offset is not None and getattr(stream, "seekable", lambda: False)() and _member_is_cut(stream, last_offset):
+        raise TruncatedWatError(f"the WAT file is truncated: its last gzip member (at byte {last_offset}) never ends")
