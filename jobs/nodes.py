@@ -14,11 +14,6 @@ from jobs.common.urls import seed_host
 _HOST = StructType([StructField("host", StringType()), StructField("registered_domain", StringType())])
 
 
-@F.udf(_HOST)
-def _seed_host(url):
-    return seed_host(url)
-
-
 class Nodes(CrawlJob):
     step = "nodes"
 
@@ -34,7 +29,10 @@ class Nodes(CrawlJob):
         if not {"company_id", "url"} <= set(columns):
             raise ValueError(f"{path} must have the header company_id,url (it has {','.join(columns)})")
 
-        parsed = seeds.select("company_id", "url", _seed_host("url").alias("p"))
+        # made here, not at import: a UDF binds to the session kind (classic or Connect)
+        # that exists when it is created
+        seed_host_udf = F.udf(seed_host, _HOST)
+        parsed = seeds.select("company_id", "url", seed_host_udf("url").alias("p"))
         valid = parsed.where(F.col("p").isNotNull()).select(
             "company_id", "url", "p.host", "p.registered_domain"
         )

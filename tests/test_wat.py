@@ -143,3 +143,14 @@ def test_a_truncated_file_is_an_error_not_fewer_records(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with open(path, "rb") as fh, pytest.raises(TruncatedWatError, match="truncated"):
         list(edges_from_wat(fh, NODES, Counter()))
+
+
+def test_shipped_sample_is_what_the_generator_writes(tmp_path):
+    # sample_data/ must never drift from scripts/make_sample_data.py (and the script is deterministic)
+    gen.make_sample(tmp_path)
+    shipped = sorted(p.relative_to(ROOT / "sample_data") for p in (ROOT / "sample_data").rglob("*") if p.is_file())
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert [p for p in shipped if p.name != "README.md"] == written
+    for rel in written:
+        assert (tmp_path / rel).read_bytes() == (ROOT / "sample_data" / rel).read_bytes(), rel
+    assert sum((ROOT / "sample_data" / rel).stat().st_size for rel in written) < 5_000_000

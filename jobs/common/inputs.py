@@ -40,16 +40,54 @@ def _s3_client():
     return session.client("s3", config=retries)
 
 
+class ForwardStream(io.RawIOBase):
+    """A network body as FastWARC needs it: ``read``, ``tell`` and forward-only ``seek``
+    (done by reading). FastWARC seeks past unread payloads and aborts on streams that
+    cannot seek at all."""
+
+    def __init__(self, body) -> None:
+        self._body = body
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._body.read() if size is None or size < 0 else self._body.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._pos + offset if whence == io.SEEK_CUR else -1
+        if target < self._pos:
+            raise io.UnsupportedOperation("a network stream only seeks forward")
+        while self._pos < target and self.read(min(1 << 20, target - self._pos)):
+            pass
+        return self._pos
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
 def open_uri(uri: str) -> BinaryIO:
     """A binary stream over ``uri``; the caller closes it."""
     scheme = urlsplit(uri).scheme
     if scheme in ("s3", "s3a"):
         parts = urlsplit(uri)
         body = _s3_client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"]
-        return body._raw_stream if hasattr(body, "_raw_stream") else body
+        return ForwardStream(body)  # botocore checks the length read against Content-Length
     if scheme in ("http", "https"):
         request = urllib.request.Request(uri, headers={"User-Agent": "airflow-spark-portable (cc graph)"})
-        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)  # noqa: S310 - http(s) only
+        return ForwardStream(urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS))  # noqa: S310
     path = urlsplit(uri).path if scheme == "file" else uri
     return open(os.path.expanduser(path), "rb")
 
@@ -92,10 +130,12 @@ def _is_transient(exc: BaseException) -> bool:
 
 def wat_paths(cc_root: str, crawl: str, max_files: int | None = None) -> list[str]:
     """Full URIs of a crawl's WAT files, in ``wat.paths.gz`` order (first N when sampling)."""
+    if not urlsplit(cc_root).scheme:  # executors do not share the driver's working directory
+        cc_root = os.path.abspath(os.path.expanduser(cc_root))
     listing = join(cc_root, f"crawl-data/{crawl}/wat.paths.gz")
 
     def read(stream: BinaryIO) -> list[str]:
-        with gzip.open(io.BufferedReader(stream) if not hasattr(stream, "peek") else stream, "rt") as text:
+        with gzip.open(stream, "rt", encoding="utf-8") as text:
             return [line.strip() for line in text if line.strip()]
 
     try:
