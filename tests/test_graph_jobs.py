@@ -16,9 +16,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import pytest
 from publicsuffixlist import PublicSuffixList
 
-from airflow_spark_portable.pipes import JobReport, LocalChannel
-from airflow_spark_portable.runtime import JobContext, RunIdentity
 from conftest import ROOT
+from harness.run_graph_steps import run_step as harness_run_step
 
 pytestmark = pytest.mark.spark
 
@@ -128,32 +127,7 @@ def spark():
 
 
 def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None):
-    """Run jobs/<step>.py's job class in this process, through the real runtime protocol."""
-    import importlib
-
-    module = importlib.import_module(f"jobs.{step}")
-    job_cls = next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "step", None) == step)
-    channel = LocalChannel(tmp_path / f"pipes-{step}-{crawl}-{domain}")
-    channel.write_context(
-        JobContext(
-            engine="local",
-            profile="small",
-            run=RunIdentity(dag_id="t", task_id=step, run_id="r"),
-            partition={"crawl": crawl, "domain": domain},
-            inputs={"cc": str(cc_root or SAMPLE / "cc"), "seeds": str(SAMPLE / "seeds")},
-            output_root=str(out),
-            extras={"max_files_per_crawl": max_files},
-        )
-    )
-    error = None
-    try:
-        job_cls.main(["job.py", *channel.bootstrap_args()])
-    except Exception as exc:  # the runtime re-raises after reporting
-        error = exc
-    report = JobReport()
-    for message in channel.read_new_messages():
-        report.add(message)
-    return report, error
+    return harness_run_step(step, crawl, domain, cc_root or SAMPLE / "cc", SAMPLE / "seeds", out, tmp_path, max_files)
 
 
 def rows(spark, path, columns):
