@@ -93,14 +93,19 @@ class Edges(CrawlJob):
         observed = rows.observe(stats, *[F.sum(c).alias(c) for c in STAT_COLUMNS],
                                 F.first("error", ignorenulls=True).alias("first_error"))
         edges = observed.where(F.col("kind") == "edge").select(*EDGE_COLUMNS).dropDuplicates(["src_url", "dst_url"])
-        written = self.write(edges)
+        totals: dict = {}
 
-        totals = {k: (v if v is not None else 0) for k, v in stats.get.items()}
+        def vet() -> None:  # runs after the edges are staged, before they replace the partition
+            totals.update({k: (v if v is not None else 0) for k, v in stats.get.items()})
+            if totals["files_ok"] == 0:
+                raise RuntimeError(
+                    f"none of the {len(paths)} WAT files could be read; first error: {totals['first_error']}"
+                )
+
+        written = self.write(edges, before_commit=vet)
         first_error = totals.pop("first_error", None)
         if first_error:
             self.job.log.warning("%d WAT file(s) could not be read, e.g. %s", totals["files_failed"], first_error)
-        if totals["files_ok"] == 0:
-            raise RuntimeError(f"none of the {len(paths)} WAT files could be read; first error: {first_error}")
         return {"wat_files": len(paths), **totals, "first_file_error": first_error or None,
                 "node_domains": len(domains), "rows": self.count_written(written)}
 

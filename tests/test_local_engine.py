@@ -157,7 +157,7 @@ def test_sigkilled_worker_leaves_no_spark_process_behind(dag_runner, work_dir):
 
 @spark
 def test_job_uses_spark_connect_when_spark_remote_is_set():
-    env = {**os.environ, "SPARK_REMOTE": "local[1]"}
+    env = {**os.environ, "SPARK_REMOTE": "local[1]", "SPARK_TESTING": "1"}  # SPARK_TESTING: a free port
     out = subprocess.run(
         [sys.executable, str(TEST_JOBS / "probe_job.py")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
     )

@@ -1,15 +1,25 @@
 """What the four graph steps share: their partition, their inputs, their outputs.
 
 Output layout (CONTRACT.md section 5): ``{output_root}/{step}/crawl={crawl}/domain={domain}/``
-as Parquet. A write replaces exactly that folder; Spark's committer writes ``_SUCCESS`` only
-after every file is in place, so a partition without ``_SUCCESS`` is incomplete and the
-next step refuses to read it.
+as Parquet. Spark's committer writes ``_SUCCESS`` only after every file is in place, so a
+partition without ``_SUCCESS`` is incomplete and the next step refuses to read it.
+
+Where Spark writes to the driver's own file system (local engine, ``file:`` URIs), a re-run
+writes a hidden staging folder next to the partition and swaps it in with two renames only
+when complete, so a failed re-run keeps the previous output and readers never see a mix. On
+cluster file systems and object stores (``s3://``, which cannot rename), the partition is
+overwritten in place and ``_SUCCESS`` is the completeness signal.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import uuid
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_spark_portable.runtime import Job, SparkJob
 
@@ -38,10 +48,41 @@ class CrawlJob(SparkJob):
     def partition_path(self, step: str) -> str:
         return f"{self.output_root}/{step}/crawl={self.crawl}/domain={self.domain}"
 
-    def write(self, df) -> str:
-        path = self.partition_path(self.step)
-        df.write.mode("overwrite").parquet(path)
-        return path
+    def write(self, df, before_commit: Callable[[], None] | None = None) -> str:
+        """Write ``df`` as this step's partition. It is written to a hidden staging folder
+        first; ``before_commit`` may then veto (raise) and the old partition stays."""
+        final = self.partition_path(self.step)
+        parent, leaf = final.rsplit("/", 1)
+        local = _local_folder(final, self.spark.conf.get("spark.master", ""))
+        if local is None:  # cluster file system / object store: no rename, so copy when vetted
+            staging = f"{parent}/.{leaf}.staging"
+            df.write.mode("overwrite").parquet(staging)
+            if before_commit:
+                before_commit()
+            self.spark.read.parquet(staging).write.mode("overwrite").parquet(final)
+            return final
+        parent = os.path.dirname(local)
+        os.makedirs(parent, exist_ok=True)
+        for stale in os.listdir(parent):  # left by killed runs; hidden from Spark readers
+            if stale.startswith((f".{leaf}.staging-", f".{leaf}.old-")):
+                shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+        token = uuid.uuid4().hex[:12]
+        staging = os.path.join(parent, f".{leaf}.staging-{token}")
+        df.write.mode("overwrite").parquet(staging)
+        try:
+            if before_commit:
+                before_commit()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if os.path.exists(local):  # two renames: readers see the old or the new, never a mix
+            old = os.path.join(parent, f".{leaf}.old-{token}")
+            os.rename(local, old)
+            os.rename(staging, local)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, local)
+        return final
 
     def read(self, step: str):
         """A finished upstream partition; a missing or half-written one is a clear error."""
@@ -59,3 +100,16 @@ class CrawlJob(SparkJob):
 
     def count_written(self, path: str) -> int:
         return self.spark.read.parquet(path).count()
+
+
+def _local_folder(uri: str, master: str) -> str | None:
+    """The driver's own path of ``uri`` when Spark writes to the driver's file system (a
+    ``file:`` URI, or a plain path under a local master), else None. A plain path on a
+    cluster means the cluster's default file system (HDFS, DBFS), which the driver cannot
+    rename in."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return parts.path
+    if parts.scheme == "" and master.startswith("local"):
+        return os.path.abspath(uri)
+    return None
