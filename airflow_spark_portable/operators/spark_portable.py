@@ -113,7 +113,7 @@ class SparkPortableOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not _is_template(engine):
+        if isinstance(engine, str) and not _is_template(engine):
             check_engine_name(engine)  # a literal typo fails when the DAG is parsed
         self.engine = engine
         self.application = application

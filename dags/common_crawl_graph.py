@@ -1,0 +1,205 @@
+"""Inter-firm hyperlink networks from Common Crawl (CONTRACT.md section 5).
+
+One mapped task group per (crawl, domain) pair runs nodes -> edges -> graph -> graph_aggr,
+each step on `engines[step]` or else `engine`. Manual runs (trigger form, `airflow dags test`,
+REST API) process the `crawls` param; scheduled and backfill runs process the crawls published
+in their data interval, from `dags/data/crawls.csv` (the schedule is one run per release date).
+
+With no conf at all every param points at the bundled sample data and a local output folder.
+A deployment changes the defaults with environment variables, never by editing this file:
+CC_GRAPH_CC_ROOT, CC_GRAPH_SEEDS_ROOT, CC_GRAPH_OUTPUT_ROOT, CC_GRAPH_ENGINE.
+
+This file imports neither pyspark nor any cloud SDK: it is parsed often.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import re
+from pathlib import Path
+
+import pendulum
+
+from airflow.sdk import DAG, Param, task, task_group
+from airflow_spark_portable.engines import ENGINE_NAMES
+from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
+
+# The core class, not airflow.sdk's: in Airflow 3.3.2 the SDK EventsTimetable fails to
+# serialize (the scheduler side expects a "_summary" key it does not write).
+from airflow.timetables.events import EventsTimetable
+
+DAG_ID = "common_crawl_graph"
+STEPS = ("nodes", "edges", "graph", "graph_aggr")
+CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
+BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+CRAWL_LIST = Path(__file__).resolve().parent / "data" / "crawls.csv"
+
+
+def load_crawl_list(path: Path = CRAWL_LIST) -> dict[str, dt.date]:
+    """crawl id -> release date, from the shipped CSV (comment lines start with #)."""
+    with open(path, encoding="utf-8") as fh:
+        rows = csv.DictReader(line for line in fh if not line.startswith("#"))
+        releases = {row["crawl"].strip(): dt.date.fromisoformat(row["release_date"].strip()) for row in rows}
+    bad = [c for c in releases if not CRAWL_ID.match(c)]
+    if bad:
+        raise ValueError(f"{path}: malformed crawl ids {bad}")
+    return releases
+
+
+def crawls_released(releases: dict[str, dt.date], start: dt.datetime, end: dt.datetime) -> list[str]:
+    """Crawls published within [start, end] (dates, inclusive), in release order."""
+    first, last = start.date(), end.date()
+    return sorted((c for c, day in releases.items() if first <= day <= last), key=lambda c: (releases[c], c))
+
+
+def plan_pairs(
+    params: dict, crawls: list[str], max_map_length: int, seeds_must_exist: bool = True
+) -> list[dict[str, str]]:
+    """Validate the run's params and return one dict per (crawl, domain) pair, carrying the
+    engine of each step. Every error names the param and what to change."""
+    bad = [c for c in crawls if not isinstance(c, str) or not CRAWL_ID.match(c)]
+    if bad:
+        raise ValueError(f"param 'crawls': {bad} are not crawl ids like CC-MAIN-2024-10")
+    domains = params["domains"]
+    if not domains:
+        raise ValueError("param 'domains' is empty: name at least one research domain")
+    engine = params["engine"]
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"param 'engine' = {engine!r}: use one of {', '.join(ENGINE_NAMES)}")
+    engines = params.get("engines") or {}
+    for step, value in engines.items():
+        if step not in STEPS:
+            raise ValueError(f"param 'engines': unknown step {step!r}; steps are {', '.join(STEPS)}")
+        if value not in ENGINE_NAMES:
+            raise ValueError(f"param 'engines': {step} = {value!r}; use one of {', '.join(ENGINE_NAMES)}")
+    seeds_root = str(params["seeds_root"])
+    if seeds_must_exist and "://" not in seeds_root:
+        missing = [d for d in domains if not (Path(seeds_root) / f"{d}.csv").is_file()]
+        if missing:
+            raise ValueError(
+                f"param 'domains': no seed list for {missing} in seeds_root {seeds_root} "
+                f"(expected {{domain}}.csv); fix the domain name or add the file"
+            )
+    pairs = [{"crawl": c, "domain": d} for c in dict.fromkeys(crawls) for d in dict.fromkeys(domains)]
+    if len(pairs) > max_map_length:
+        raise ValueError(
+            f"{len(crawls)} crawls x {len(domains)} domains = {len(pairs)} task groups, more than "
+            f"[core] max_map_length = {max_map_length}: split the run, or raise "
+            "AIRFLOW__CORE__MAX_MAP_LENGTH"
+        )
+    for pair in pairs:
+        pair.update({f"{step}_engine": engines.get(step, engine) for step in STEPS})
+    return pairs
+
+
+def _default(env: str, fallback: Path | str) -> str:
+    return os.environ.get(env) or str(fallback)
+
+
+_RELEASES = load_crawl_list()
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Inter-firm hyperlink networks from Common Crawl WAT files",
+    schedule=EventsTimetable(
+        event_dates=[pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in _RELEASES.values()],
+        description="Common Crawl releases (dags/data/crawls.csv)",
+    ),
+    start_date=pendulum.datetime(2023, 1, 1, tz="UTC"),
+    catchup=False,  # history is processed by explicit backfills, not on first deploy
+    max_active_runs=2,
+    render_template_as_native_obj=True,  # max_files_per_crawl reaches the job as int / None
+    tags=["common-crawl", "spark-portable"],
+    doc_md=__doc__,
+    params={
+        "crawls": Param(
+            ["CC-MAIN-2024-10", "CC-MAIN-2024-18"],
+            type="array",
+            items={"type": "string", "pattern": CRAWL_ID.pattern},
+            minItems=1,
+            description="Crawl ids such as CC-MAIN-2024-10 (manual runs; scheduled runs take the crawls released in their interval).",
+        ),
+        "domains": Param(
+            ["steel", "pharma"],
+            type="array",
+            items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+            minItems=1,
+            description="Research domains; each names a seed list {seeds_root}/{domain}.csv (company_id,url).",
+        ),
+        "engine": Param(
+            _default("CC_GRAPH_ENGINE", "local"), enum=list(ENGINE_NAMES), description="Default engine for every step."
+        ),
+        "engines": Param(
+            {},
+            type="object",
+            properties={step: {"type": "string", "enum": list(ENGINE_NAMES)} for step in STEPS},
+            additionalProperties=False,
+            description='Per-step engine override, e.g. {"edges": "emr", "graph": "databricks"}.',
+        ),
+        "cc_root": Param(
+            _default("CC_GRAPH_CC_ROOT", BUNDLE_ROOT / "sample_data" / "cc"),
+            type="string",
+            minLength=1,
+            description="Common Crawl root: s3://commoncrawl/, https://data.commoncrawl.org/ or a local mirror.",
+        ),
+        "seeds_root": Param(
+            _default("CC_GRAPH_SEEDS_ROOT", BUNDLE_ROOT / "sample_data" / "seeds"),
+            type="string",
+            minLength=1,
+            description="Folder or URI holding {domain}.csv seed lists.",
+        ),
+        "output_root": Param(
+            _default("CC_GRAPH_OUTPUT_ROOT", BUNDLE_ROOT / "var" / "output"),
+            type="string",
+            minLength=1,
+            description="Folder or URI receiving {step}/crawl=.../domain=.../ Parquet outputs.",
+        ),
+        "max_files_per_crawl": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Read only the first N WAT files of each crawl (sampling); empty = all.",
+        ),
+    },
+):
+
+    @task
+    def plan(**context) -> list[dict[str, str]]:
+        """The (crawl, domain) pairs of this run, validated before any Spark work."""
+        from airflow_spark_portable import settings
+
+        dag_run = context["dag_run"]
+        run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type)).lower()
+        params = context["params"]
+        if run_type in ("scheduled", "backfill"):
+            start = context.get("data_interval_start") or context["logical_date"]
+            end = context.get("data_interval_end") or context["logical_date"]
+            crawls = crawls_released(load_crawl_list(), start, end)
+            print(f"{run_type} run for {start} .. {end}: crawls released then: {crawls or 'none'}")
+        else:
+            crawls = list(params["crawls"])
+        max_map_length = settings._conf().getint("core", "max_map_length", fallback=1024)
+        return plan_pairs(params, crawls, max_map_length)
+
+    @task_group(group_id="pair")
+    def crawl_domain(crawl, domain, nodes_engine, edges_engine, graph_engine, graph_aggr_engine):
+        engines = {"nodes": nodes_engine, "edges": edges_engine, "graph": graph_engine, "graph_aggr": graph_aggr_engine}
+        previous = None
+        for step in STEPS:
+            current = SparkPortableOperator(
+                task_id=step,
+                application=f"jobs/{step}.py",
+                engine=engines[step],
+                crawl=crawl,
+                domain=domain,
+                inputs={"cc": "{{ params.cc_root }}", "seeds": "{{ params.seeds_root }}"},
+                output_root="{{ params.output_root }}",
+                extras={"max_files_per_crawl": "{{ params.max_files_per_crawl }}"},
+            )
+            if previous is not None:
+                previous >> current
+            previous = current
+
+    crawl_domain.expand_kwargs(plan())

@@ -1,0 +1,175 @@
+"""The common_crawl_graph DAG: integrity, params, per-step engines, release-driven backfills,
+and (slow) the whole sample pipeline through Airflow's own dag.test()."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from conftest import AIRFLOW_BIN, ROOT
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.0
+    from airflow.models.dagbag import DagBag
+
+DAG_FILE = ROOT / "dags" / "common_crawl_graph.py"
+SAMPLE = ROOT / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def module():
+    spec = importlib.util.spec_from_file_location("common_crawl_graph_dag", DAG_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def dag():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    ours = [w for w in caught if str(ROOT / "dags") in str(w.filename) or "airflow_spark_portable" in str(w.filename)]
+    assert ours == [], [str(w.message) for w in ours]
+    return bag.dags["common_crawl_graph"]
+
+
+def test_dag_shape(dag):
+    assert {t.task_id for t in dag.tasks} == {"plan", "pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"}
+    chain = ["pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream, "plan"}  # plan: the mapped pair
+    assert dag.get_task("pair.nodes").upstream_task_ids == {"plan"}
+    assert all(dag.get_task(t).application == f"jobs/{t.split('.')[1]}.py" for t in chain)
+
+
+def test_defaults_point_at_the_bundled_sample(dag):
+    params = dag.params.dump()
+    assert params["cc_root"] == str(SAMPLE / "cc") and params["seeds_root"] == str(SAMPLE / "seeds")
+    assert params["engine"] == "local" and params["engines"] == {} and params["max_files_per_crawl"] is None
+    assert all((SAMPLE / "cc" / "crawl-data" / c / "wat.paths.gz").exists() for c in params["crawls"])
+
+
+@pytest.mark.parametrize(
+    ("conf", "param"),
+    [
+        ({"crawls": ["2024-10"]}, "crawls"),
+        ({"crawls": []}, "crawls"),
+        ({"domains": []}, "domains"),
+        ({"engine": "spark"}, "engine"),
+        ({"engines": {"edges": "spark"}}, "engines"),
+        ({"engines": {"edgez": "emr"}}, "engines"),
+        ({"max_files_per_crawl": 0}, "max_files_per_crawl"),
+    ],
+)
+def test_trigger_form_rejects_bad_params(dag, conf, param):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dag.params)  # Airflow validates conf this way when a run is created
+    with pytest.raises(Exception) as error:
+        for key, value in conf.items():
+            params[key] = value
+        params.validate()
+    assert param in str(error.value)
+
+
+def _params(**over):
+    base = {"domains": ["steel", "pharma"], "engine": "local", "engines": {}, "seeds_root": str(SAMPLE / "seeds")}
+    return {**base, **over}
+
+
+def test_each_step_gets_its_engine(module):
+    pairs = module.plan_pairs(_params(engines={"edges": "emr", "graph": "databricks"}), ["CC-MAIN-2024-10"], 1024)
+    assert [(p["crawl"], p["domain"]) for p in pairs] == [("CC-MAIN-2024-10", "steel"), ("CC-MAIN-2024-10", "pharma")]
+    assert {(p["nodes_engine"], p["edges_engine"], p["graph_engine"], p["graph_aggr_engine"]) for p in pairs} == {
+        ("local", "emr", "databricks", "local")
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "crawls", "limit", "message"),
+    [
+        (_params(), ["CC-MAIN-24-10"], 1024, "param 'crawls'"),
+        (_params(domains=["steel", "textiles"]), ["CC-MAIN-2024-10"], 1024, "param 'domains': no seed list for ['textiles']"),
+        (_params(domains=[]), ["CC-MAIN-2024-10"], 1024, "param 'domains' is empty"),
+        (_params(engine="spark"), ["CC-MAIN-2024-10"], 1024, "param 'engine' = 'spark'"),
+        (_params(engines={"edges": "x"}), ["CC-MAIN-2024-10"], 1024, "param 'engines': edges = 'x'"),
+        (_params(), ["CC-MAIN-2024-10", "CC-MAIN-2024-18"], 3, "= 4 task groups, more than [core] max_map_length = 3"),
+    ],
+)
+def test_plan_fails_fast_naming_the_param(module, params, crawls, limit, message):
+    with pytest.raises(ValueError) as error:
+        module.plan_pairs(params, crawls, limit)
+    assert message in str(error.value)
+
+
+def test_interval_selects_the_crawls_released_in_it(module):
+    releases = module.load_crawl_list()
+    assert len(releases) >= 20
+    day = dt.datetime.combine(releases["CC-MAIN-2024-18"], dt.time(), tzinfo=dt.timezone.utc)
+    assert module.crawls_released(releases, day, day) == ["CC-MAIN-2024-18"]
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    end = dt.datetime(2024, 12, 31, tzinfo=dt.timezone.utc)
+    assert module.crawls_released(releases, start, end) == [c for c in releases if c.startswith("CC-MAIN-2024")]
+
+
+def test_backfill_creates_one_run_per_crawl_released_in_the_range(module, tmp_path):
+    # Airflow's own machinery: serialize the bundle, `airflow backfill create`, read the runs.
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+
+    def airflow(*args):
+        return subprocess.run([AIRFLOW_BIN, *args], env=env, capture_output=True, text=True, timeout=300, check=True)
+
+    airflow("db", "migrate")
+    airflow("dags", "reserialize")
+    airflow("backfill", "create", "--dag-id", "common_crawl_graph", "--from-date", "2024-03-01", "--to-date", "2024-08-31")
+    listing = airflow("dags", "list-runs", "common_crawl_graph", "--output", "json").stdout
+    runs = json.loads(next(line for line in listing.splitlines() if line.startswith("[")))
+    logical = sorted(r["logical_date"][:10] for r in runs if r["run_id"].startswith("backfill__"))
+    releases = module.load_crawl_list()
+    expected = sorted(str(day) for day in releases.values() if dt.date(2024, 3, 1) <= day <= dt.date(2024, 8, 31))
+    assert logical == expected and len(expected) == 6
+    for day in logical:  # and each of those runs' interval selects exactly its crawl
+        moment = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
+        (crawl,) = module.crawls_released(releases, moment, moment)
+        assert str(releases[crawl]) == day
+
+
+@pytest.mark.spark
+def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
+    """`airflow dags test common_crawl_graph` with no conf: 2 crawls x 2 domains x 4 steps."""
+    dags = dag_runner.home / "dags"
+    shutil.copytree(ROOT / "dags" / "data", dags / "data", dirs_exist_ok=True)
+    out = tmp_path / "out"
+    env = {"CC_GRAPH_CC_ROOT": str(SAMPLE / "cc"), "CC_GRAPH_SEEDS_ROOT": str(SAMPLE / "seeds"),
+           "CC_GRAPH_OUTPUT_ROOT": str(out)}
+    os.environ.update(env)  # the deployment-style way to change the defaults
+    try:
+        outcome = dag_runner.run("common_crawl_graph", DAG_FILE.read_text(), timeout=1500)
+    finally:
+        for key in env:
+            os.environ.pop(key)
+    assert outcome.result.get("state") == "success", outcome.output[-5000:]
+    tasks = outcome.result["tasks"]
+    assert sum(1 for k, v in tasks.items() if k.startswith("pair.") and v == "success") == 16
+    for step in ("nodes", "edges", "graph", "graph_aggr"):
+        for crawl in ("CC-MAIN-2024-10", "CC-MAIN-2024-18"):
+            for domain in ("steel", "pharma"):
+                assert (out / step / f"crawl={crawl}" / f"domain={domain}" / "_SUCCESS").exists(), (step, crawl, domain)
+    edges = [m for k, m in outcome.result["xcom"].items() if k.startswith("pair.edges")]
+    assert len(edges) == 4 and all(m["rows"] > 0 and m["spark_portable"]["engine"] == "local" for m in edges)
