@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, Param, task, task_group
+from airflow.sdk import DAG, Asset, Param, task, task_group
 from airflow_spark_portable.engines import ENGINE_NAMES
 from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
 
@@ -197,6 +197,8 @@ with DAG(
                 inputs={"cc": "{{ params.cc_root }}", "seeds": "{{ params.seeds_root }}"},
                 output_root="{{ params.output_root }}",
                 extras={"max_files_per_crawl": "{{ params.max_files_per_crawl }}"},
+                # one asset per step; each event carries the (crawl, domain) partition it wrote
+                outlets=[Asset(name=f"{DAG_ID}.{step}", uri=f"cc-graph://{step}", group=DAG_ID)],
             )
             if previous is not None:
                 previous >> current

@@ -173,3 +173,8 @@ def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
                 assert (out / step / f"crawl={crawl}" / f"domain={domain}" / "_SUCCESS").exists(), (step, crawl, domain)
     edges = [m for k, m in outcome.result["xcom"].items() if k.startswith("pair.edges")]
     assert len(edges) == 4 and all(m["rows"] > 0 and m["spark_portable"]["engine"] == "local" for m in edges)
+    # every (crawl, domain, step) partition is an asset event with its partition attached
+    events = {(e["asset"], e["extra"]["partition"]["crawl"], e["extra"]["partition"]["domain"])
+              for e in outcome.result["asset_events"]}
+    assert events == {(f"common_crawl_graph.{step}", c, d) for step in ("nodes", "edges", "graph", "graph_aggr")
+                      for c in ("CC-MAIN-2024-10", "CC-MAIN-2024-18") for d in ("steel", "pharma")}

@@ -242,6 +242,8 @@ class SparkPortableOperator(BaseOperator):
             "application": str(spec.application),
             "run_name": spec.name,
             "started": time.time(),
+            "partition": dict(spec.context.partition),
+            "output_root": spec.context.output_root,
         }
         channel = engine.open_channel(spec)
         handle = engine.find_active_run(spec)
@@ -255,14 +257,14 @@ class SparkPortableOperator(BaseOperator):
             trigger = engine.trigger(handle, self.poll_interval)
             if trigger is not None:
                 self.defer(trigger=trigger, method_name="execute_complete", kwargs={"handle": handle, "meta": meta})
-        return self._finish(engine, handle, engine.wait(handle), meta)
+        return self._finish(engine, handle, engine.wait(handle), meta, context)
 
     def execute_complete(
         self, context: Context, event: Mapping[str, Any], handle: RunHandle, meta: dict[str, Any]
     ) -> dict[str, Any]:
         engine = get_engine_class(handle["engine"])(self.engine_options, self.log)
         self._engine, self._handle = engine, handle
-        return self._finish(engine, handle, engine.result_from_event(handle, event), meta)
+        return self._finish(engine, handle, engine.result_from_event(handle, event), meta, context)
 
     def on_kill(self) -> None:
         if self._engine is not None and self._handle is not None:
@@ -270,7 +272,9 @@ class SparkPortableOperator(BaseOperator):
 
     # -- deciding ----------------------------------------------------------------------
 
-    def _finish(self, engine: Engine, handle: RunHandle, result: RunResult, meta: dict[str, Any]) -> dict[str, Any]:
+    def _finish(
+        self, engine: Engine, handle: RunHandle, result: RunResult, meta: dict[str, Any], context: Context
+    ) -> dict[str, Any]:
         report = JobReport()
         for message in engine.channel_for(handle).read_new_messages():
             report.add(message)
@@ -292,7 +296,23 @@ class SparkPortableOperator(BaseOperator):
             "wall_seconds": round(time.time() - meta["started"], 3),
         }
         self.log.info("Job metrics:\n%s", json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        self._describe_outlets(context, meta, metrics)
         return metrics
+
+    def _describe_outlets(self, context: Context, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Tag this task's asset events with the partition it wrote, so lineage and
+        asset-triggered DAGs see which (crawl, domain) changed."""
+        events = context.get("outlet_events") if self.outlets else None
+        if events is None:  # (an empty accessor mapping is falsy: test for None)
+            return
+        extra = {"partition": meta["partition"], "output_root": meta["output_root"], "run_name": meta["run_name"]}
+        if isinstance(metrics.get("rows"), int):
+            extra["rows"] = metrics["rows"]
+        for outlet in self.outlets:
+            try:
+                events[outlet].extra.update(extra)
+            except (KeyError, TypeError, AttributeError):  # not an asset (e.g. an alias)
+                self.log.debug("outlet %r takes no event extra", outlet)
 
     def _failure_text(self, result: RunResult, report: JobReport, meta: dict[str, Any]) -> str:
         job = meta["application"]

@@ -32,8 +32,18 @@ def main() -> None:
             f"{row.task_id}[{row.map_index}]": XComModel.deserialize_value(row)
             for row in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id, key="return_value")
         }
+        assets = []
+        try:
+            from airflow.models.asset import AssetEvent, AssetModel
+
+            for event in session.query(AssetEvent).filter_by(source_dag_id=dag_id, source_run_id=run.run_id):
+                asset = session.get(AssetModel, event.asset_id)
+                assets.append({"asset": asset.name, "task_id": event.source_task_id, "extra": event.extra})
+        except ImportError:  # older layouts
+            pass
     with open(result_path, "w") as fh:
-        json.dump({"run_id": run.run_id, "state": str(run.state), "tasks": states, "xcom": xcoms}, fh, default=str)
+        json.dump({"run_id": run.run_id, "state": str(run.state), "tasks": states, "xcom": xcoms,
+                   "asset_events": assets}, fh, default=str)
 
 
 if __name__ == "__main__":
