@@ -138,6 +138,22 @@ def dag_runner(airflow_home: Path) -> DagRunner:
     return DagRunner(airflow_home)
 
 
+def cli_json(stdout: str):
+    """The JSON document an `airflow ... --output json` command printed (Airflow 3.0 also
+    prints log lines on stdout, some starting with "[")."""
+    for line in reversed(stdout.splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    raise AssertionError(f"no JSON in: {stdout[-2000:]}")
+
+
+def cli_value(stdout: str) -> str:
+    """The last line a `airflow config get-value` printed (log lines may precede it)."""
+    return [line for line in stdout.splitlines() if line.strip()][-1].strip()
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import warnings
 
 import pytest
 
-from conftest import AIRFLOW_BIN, ROOT
+from conftest import AIRFLOW_BIN, ROOT, cli_json
 
 try:
     from airflow.dag_processing.dagbag import DagBag
@@ -139,7 +138,7 @@ def test_backfill_creates_one_run_per_crawl_released_in_the_range(module, tmp_pa
     airflow("dags", "reserialize")
     airflow("backfill", "create", "--dag-id", "common_crawl_graph", "--from-date", "2024-03-01", "--to-date", "2024-08-31")
     listing = airflow("dags", "list-runs", "common_crawl_graph", "--output", "json").stdout
-    runs = json.loads(next(line for line in listing.splitlines() if line.startswith("[")))
+    runs = cli_json(listing)
     logical = sorted(r["logical_date"][:10] for r in runs if r["run_id"].startswith("backfill__"))
     releases = module.load_crawl_list()
     expected = sorted(str(day) for day in releases.values() if dt.date(2024, 3, 1) <= day <= dt.date(2024, 8, 31))

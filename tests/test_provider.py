@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-from conftest import AIRFLOW_BIN, ROOT
+from conftest import AIRFLOW_BIN, ROOT, cli_json, cli_value
 
 
 def _airflow(*args: str) -> str:
@@ -14,13 +13,13 @@ def _airflow(*args: str) -> str:
 
 
 def test_airflow_lists_the_provider():
-    providers = json.loads(_airflow("providers", "list", "--output", "json"))
+    providers = cli_json(_airflow("providers", "list", "--output", "json"))
     ours = [p for p in providers if p["package_name"] == "airflow-spark-portable"]
     assert len(ours) == 1 and ours[0]["version"]
 
 
 def test_config_section_has_documented_defaults():
-    assert _airflow("config", "get-value", "spark_portable", "default_profile").strip() == "small"
+    assert cli_value(_airflow("config", "get-value", "spark_portable", "default_profile")) == "small"
 
 
 def test_importing_the_operator_pulls_in_no_spark_or_cloud_sdk():
