@@ -150,6 +150,7 @@ def test_backfill_creates_one_run_per_crawl_released_in_the_range(module, tmp_pa
 
 
 @pytest.mark.spark
+@pytest.mark.timeout(1500)  # 16 cold spark-submits: ~5 min here
 def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
     """`airflow dags test common_crawl_graph` with no conf: 2 crawls x 2 domains x 4 steps."""
     dags = dag_runner.home / "dags"
