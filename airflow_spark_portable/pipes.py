@@ -71,10 +71,6 @@ class Channel(ABC):
     def bootstrap_args(self) -> list[str]:
         return [protocol.ARG_CONTEXT, self.context_uri, protocol.ARG_MESSAGES, self.messages_uri]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Enough to rebuild the channel after a deferral (trigger kwargs are JSON)."""
-        return {"context_uri": self.context_uri, "messages_uri": self.messages_uri}
-
 
 def parse_lines(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """Complete JSON lines of ``data`` and how many bytes they span (a torn last line waits)."""

@@ -22,7 +22,8 @@ DEFAULTS: dict[str, str] = {
 }
 
 
-def _conf():
+def airflow_conf():
+    """Airflow's configuration object (task SDK's on 3.1+, core's on 3.0)."""
     try:
         from airflow.sdk.configuration import conf  # Airflow >= 3.1
     except ImportError:  # Airflow 3.0
@@ -31,7 +32,7 @@ def _conf():
 
 
 def get(option: str) -> str:
-    value = _conf().get(SECTION, option, fallback=None)
+    value = airflow_conf().get(SECTION, option, fallback=None)
     return DEFAULTS[option] if value is None else str(value).strip()
 
 

@@ -98,6 +98,11 @@ def _default(env: str, fallback: Path | str) -> str:
     return os.environ.get(env) or str(fallback)
 
 
+def _root_param(env: str, fallback: Path, description: str) -> Param:
+    """A folder-or-URI param whose default a deployment sets through ``env``."""
+    return Param(_default(env, fallback), type="string", minLength=1, description=description)
+
+
 _RELEASES = load_crawl_list()
 
 with DAG(
@@ -138,23 +143,18 @@ with DAG(
             additionalProperties=False,
             description='Per-step engine override, e.g. {"edges": "emr", "graph": "databricks"}.',
         ),
-        "cc_root": Param(
-            _default("CC_GRAPH_CC_ROOT", BUNDLE_ROOT / "sample_data" / "cc"),
-            type="string",
-            minLength=1,
-            description="Common Crawl root: s3://commoncrawl/, https://data.commoncrawl.org/ or a local mirror.",
+        "cc_root": _root_param(
+            "CC_GRAPH_CC_ROOT",
+            BUNDLE_ROOT / "sample_data" / "cc",
+            "Common Crawl root: s3://commoncrawl/, https://data.commoncrawl.org/ or a local mirror.",
         ),
-        "seeds_root": Param(
-            _default("CC_GRAPH_SEEDS_ROOT", BUNDLE_ROOT / "sample_data" / "seeds"),
-            type="string",
-            minLength=1,
-            description="Folder or URI holding {domain}.csv seed lists.",
+        "seeds_root": _root_param(
+            "CC_GRAPH_SEEDS_ROOT", BUNDLE_ROOT / "sample_data" / "seeds", "Folder or URI holding {domain}.csv seed lists."
         ),
-        "output_root": Param(
-            _default("CC_GRAPH_OUTPUT_ROOT", BUNDLE_ROOT / "var" / "output"),
-            type="string",
-            minLength=1,
-            description="Folder or URI receiving {step}/crawl=.../domain=.../ Parquet outputs.",
+        "output_root": _root_param(
+            "CC_GRAPH_OUTPUT_ROOT",
+            BUNDLE_ROOT / "var" / "output",
+            "Folder or URI receiving {step}/crawl=.../domain=.../ Parquet outputs.",
         ),
         "max_files_per_crawl": Param(
             None,
@@ -180,7 +180,7 @@ with DAG(
             print(f"{run_type} run for {start} .. {end}: crawls released then: {crawls or 'none'}")
         else:
             crawls = list(params["crawls"])
-        max_map_length = settings._conf().getint("core", "max_map_length", fallback=1024)
+        max_map_length = settings.airflow_conf().getint("core", "max_map_length", fallback=1024)
         return plan_pairs(params, crawls, max_map_length)
 
     @task_group(group_id="pair")

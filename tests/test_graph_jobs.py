@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pytest

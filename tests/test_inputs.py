@@ -8,7 +8,6 @@ import http.server
 import os
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

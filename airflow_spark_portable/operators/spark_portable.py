@@ -47,7 +47,7 @@ def _string_map(value: Any, name: str) -> dict[str, str]:
 
 
 def _default_deferrable() -> bool:
-    return settings._conf().getboolean("operators", "default_deferrable", fallback=False)
+    return settings.airflow_conf().getboolean("operators", "default_deferrable", fallback=False)
 
 
 class SparkPortableOperator(BaseOperator):
