@@ -10,7 +10,11 @@ _OPTIONS = {
     "profiles_file": "Path of the profiles YAML file. Empty: profiles.yaml in the project root.",
     "default_profile": "Profile used when a task names none.",
     "work_dir": "Local engine: folder for each task try's context and messages. Empty: <tmp>/airflow-spark-portable.",
-    "local_max_parallel": "Local engine: most spark-submits running at once on one host. Empty: one per CPU core.",
+    "local_max_parallel": "Local engine: most jobs running at once on one host. Empty: one per CPU core.",
+    "local_mode": "Local engine: 'connect' runs jobs against a warm local Spark Connect server started once "
+    "and reused (fast); 'submit' runs one spark-submit per task (a JVM start, ~20 s, each).",
+    "local_connect_idle_timeout": "Local engine, connect mode: seconds a Spark Connect server stays up "
+    "after its last job ended.",
 }
 
 

@@ -19,7 +19,11 @@ DEFAULTS: dict[str, str] = {
     "default_profile": "small",
     "work_dir": "",
     "local_max_parallel": "",
+    "local_mode": "connect",
+    "local_connect_idle_timeout": "600",
 }
+
+LOCAL_MODES = ("connect", "submit")
 
 
 def airflow_conf():
@@ -70,3 +74,27 @@ def local_max_parallel() -> int:
             f"(AIRFLOW__SPARK_PORTABLE__LOCAL_MAX_PARALLEL); leave it empty for one per CPU core"
         )
     return number
+
+
+def local_mode() -> str:
+    value = get("local_mode").lower()
+    if value not in LOCAL_MODES:
+        raise ValueError(
+            f"[{SECTION}] local_mode = {value!r} must be one of {', '.join(LOCAL_MODES)} "
+            "(AIRFLOW__SPARK_PORTABLE__LOCAL_MODE)"
+        )
+    return value
+
+
+def local_connect_idle_timeout() -> float:
+    value = get("local_connect_idle_timeout")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise ValueError(
+            f"[{SECTION}] local_connect_idle_timeout = {value!r} must be a number of seconds >= 0 "
+            "(AIRFLOW__SPARK_PORTABLE__LOCAL_CONNECT_IDLE_TIMEOUT)"
+        )
+    return seconds

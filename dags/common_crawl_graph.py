@@ -7,7 +7,8 @@ in their data interval, from `dags/data/crawls.csv` (the schedule is one run per
 
 With no conf at all every param points at the bundled sample data and a local output folder.
 A deployment changes the defaults with environment variables, never by editing this file:
-CC_GRAPH_CC_ROOT, CC_GRAPH_SEEDS_ROOT, CC_GRAPH_OUTPUT_ROOT, CC_GRAPH_ENGINE.
+CC_GRAPH_CC_ROOT, CC_GRAPH_SEEDS_ROOT, CC_GRAPH_OUTPUT_ROOT, CC_GRAPH_ENGINE, and the Airflow
+pools the Spark steps run in: CC_GRAPH_POOL (all steps) or CC_GRAPH_POOL_<STEP> (one step).
 
 This file imports neither pyspark nor any cloud SDK: it is parsed often.
 """
@@ -199,6 +200,9 @@ with DAG(
                 extras={"max_files_per_crawl": "{{ params.max_files_per_crawl }}"},
                 # one asset per step; each event carries the (crawl, domain) partition it wrote
                 outlets=[Asset(name=f"{DAG_ID}.{step}", uri=f"cc-graph://{step}", group=DAG_ID)],
+                # caps how many steps run at once across all runs (clusters cost money);
+                # see README "Concurrency"
+                pool=os.environ.get(f"CC_GRAPH_POOL_{step.upper()}") or os.environ.get("CC_GRAPH_POOL") or "default_pool",
             )
             if previous is not None:
                 previous >> current

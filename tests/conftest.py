@@ -47,6 +47,22 @@ def work_dir() -> Path:
     return _HOME / "spark-portable"
 
 
+# The local engine's tests that are about spark-submit itself (its process group, its exit
+# codes) run in submit mode; everything else uses the default, a warm Spark Connect server.
+SUBMIT_MODE = {"AIRFLOW__SPARK_PORTABLE__LOCAL_MODE": "submit"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_connect_servers():
+    """Warm Spark Connect servers outlive the tasks that started them (that is their
+    point); the test session stops the ones it started."""
+    yield
+    from airflow_spark_portable.engines.local_connect import ConnectServers
+
+    for folder in _HOME.glob("**/connect"):
+        ConnectServers(folder, 0).stop_all()
+
+
 def operator_dag(dag_id: str, **operator_kwargs: Any) -> str:
     """Source of a DAG with one SparkPortableOperator(task_id='job', **operator_kwargs)."""
     params = operator_kwargs.pop("dag_params", {})
@@ -114,8 +130,10 @@ class DagRunner:
         )
         return proc, result
 
-    def run(self, dag_id: str, source: str, conf: dict | None = None, timeout: float = 300) -> DagRunOutcome:
-        proc, result = self.start(dag_id, source, conf)
+    def run(
+        self, dag_id: str, source: str, conf: dict | None = None, timeout: float = 300, env: dict | None = None
+    ) -> DagRunOutcome:
+        proc, result = self.start(dag_id, source, conf, env)
         try:
             output, _ = proc.communicate(timeout=timeout)
         finally:

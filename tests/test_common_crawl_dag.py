@@ -51,6 +51,21 @@ def test_dag_shape(dag):
     assert all(dag.get_task(t).application == f"jobs/{t.split('.')[1]}.py" for t in chain)
 
 
+def test_spark_steps_run_in_the_pools_the_deployment_names(monkeypatch):
+    monkeypatch.setenv("CC_GRAPH_POOL", "spark_steps")
+    monkeypatch.setenv("CC_GRAPH_POOL_EDGES", "edges_clusters")
+    bag = DagBag(dag_folder=str(DAG_FILE))
+    dag = bag.dags["common_crawl_graph"]
+    pools = {t.task_id: t.pool for t in dag.tasks}
+    assert pools == {
+        "plan": "default_pool",
+        "pair.nodes": "spark_steps",
+        "pair.edges": "edges_clusters",
+        "pair.graph": "spark_steps",
+        "pair.graph_aggr": "spark_steps",
+    }
+
+
 def test_defaults_point_at_the_bundled_sample(dag):
     params = dag.params.dump()
     assert params["cc_root"] == str(SAMPLE / "cc") and params["seeds_root"] == str(SAMPLE / "seeds")

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from airflow_spark_portable.engines.local import LocalSlots
-from conftest import ROOT, TEST_JOBS, kill_session, operator_dag, wait_for
+from conftest import ROOT, SUBMIT_MODE, TEST_JOBS, kill_session, operator_dag, wait_for
 
 spark = pytest.mark.spark
 
@@ -78,7 +78,7 @@ def test_exit_zero_without_completion_fails(dag_runner):
 @spark
 def test_nonzero_exit_without_a_message_fails_with_the_output_tail(dag_runner):
     source = operator_dag("exit_3", application=str(TEST_JOBS / "no_runtime_job.py"), application_args=["3"])
-    outcome = dag_runner.run("exit_3", source)
+    outcome = dag_runner.run("exit_3", source, env=SUBMIT_MODE)
     assert outcome.task_state == "failed"
     assert "spark-submit exited with code 3; it reported no error of its own. Last output:" in outcome.output
     assert "counted 3 rows" in outcome.output
@@ -95,7 +95,8 @@ def _stop_all(proc, children):
 
 
 def _start_slow_job(dag_runner, work_dir, dag_id):
-    proc, _ = dag_runner.start(dag_id, operator_dag(dag_id, application=str(TEST_JOBS / "slow_job.py")))
+    source = operator_dag(dag_id, application=str(TEST_JOBS / "slow_job.py"))
+    proc, _ = dag_runner.start(dag_id, source, env=SUBMIT_MODE)
     try:
         return proc, _wait_until_sleeping(proc, work_dir, dag_id)
     except BaseException:

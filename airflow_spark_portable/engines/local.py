@@ -1,8 +1,15 @@
-"""``engine="local"``: pyspark's own spark-submit on the Airflow worker.
+"""``engine="local"``: Spark on the Airflow worker itself, for development and small data.
 
-For development and small data. The job's output streams into the task log live; a kill
-takes down spark-submit's whole process group (JVM, Python driver, Python workers); a
-host-wide slot cap keeps parallel tasks from running more spark-submits than there are cores.
+Two modes (``[spark_portable] local_mode``, or ``engine_options={"local_mode": ...}``):
+
+- ``connect`` (default): the job runs as a plain Python process against a warm Spark
+  Connect server that this engine starts once per host and reuses (see local_connect.py).
+  No JVM start per task; a kill stops the job process and interrupts its Spark session.
+- ``submit``: one pyspark ``spark-submit`` per task, as on a cluster. A kill takes down
+  spark-submit's whole process group (JVM, Python driver, Python workers).
+
+Either way the job's output streams into the task log live, and a host-wide slot cap keeps
+parallel tasks from running more jobs at once than there are cores.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -22,14 +30,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_spark_portable import settings
+from airflow_spark_portable.engines import local_connect
 from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, LocalChannel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
+from airflow_spark_portable.runtime.job import CODE_VERSION_ENV, SESSION_CONF_ENV, SESSION_FILE_ENV, read_session_file
 
 _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
-# Conf keys whose values must not reach the task log (s3a keys, tokens, passwords).
-_SENSITIVE_KEY = re.compile(r"secret|password|passwd|token|credential|access\.?key|api\.?key", re.IGNORECASE)
 _SECTION_KEYS = {"cores", "driver_memory", "conf"}
 _KILL_GRACE_SECONDS = 3.0  # Airflow's supervisor escalates to SIGKILL after 5 s
 _LOG_TAIL_LINES = 60
@@ -67,14 +75,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _redacted(cmd: list[str]) -> list[str]:
-    out = []
-    for arg in cmd:
-        key, sep, _ = arg.partition("=")
-        out.append(f"{key}=***" if sep and _SENSITIVE_KEY.search(key) else arg)
-    return out
-
-
 class LocalSlots:
     """A counting semaphore shared by every task on this host, made of flock()ed files.
 
@@ -103,7 +103,7 @@ class LocalSlots:
                 waiting_since = time.monotonic()
                 log.info(
                     "All %d local Spark slots on this host are busy; waiting. Raise "
-                    "[spark_portable] local_max_parallel to run more spark-submits at once.",
+                    "[spark_portable] local_max_parallel to run more jobs at once.",
                     self.size,
                 )
             time.sleep(poll_seconds)
@@ -128,7 +128,9 @@ class LocalEngine(Engine):
         where = f"{profile.source}: profile {profile.name!r}, section 'local'"
         unknown = set(section) - _SECTION_KEYS
         if unknown:
-            raise SparkPortableConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_SECTION_KEYS)}")
+            raise SparkPortableConfigError(
+                f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_SECTION_KEYS)}"
+            )
         cores = section.get("cores", 1)
         if cores != "*" and (isinstance(cores, bool) or not isinstance(cores, int) or cores < 1):
             raise SparkPortableConfigError(f"{where}: cores = {cores!r} must be a whole number >= 1 or '*'")
@@ -137,6 +139,15 @@ class LocalEngine(Engine):
             raise SparkPortableConfigError(f"{where}: driver_memory = {memory!r} must look like 512m or 4g")
         return {"cores": cores, "driver_memory": memory, "conf": spark_conf_strings(section.get("conf"), where)}
 
+    @property
+    def mode(self) -> str:
+        mode = self.options.get("local_mode") or settings.local_mode()
+        if mode not in settings.LOCAL_MODES:
+            raise SparkPortableConfigError(
+                f"engine_options local_mode={mode!r} must be one of {', '.join(settings.LOCAL_MODES)}"
+            )
+        return mode
+
     def open_channel(self, spec: JobSpec) -> Channel:
         return LocalChannel(settings.work_dir() / "runs" / spec.name)
 
@@ -144,6 +155,7 @@ class LocalEngine(Engine):
         return LocalChannel(Path(handle["channel_dir"]))
 
     def command(self, spec: JobSpec) -> list[str]:
+        """spark-submit's command line (``submit`` mode)."""
         section = self.validate_profile(spec.profile)
         cmd = [
             str(pyspark_home() / "bin" / "spark-submit"),
@@ -155,9 +167,23 @@ class LocalEngine(Engine):
             cmd += ["--conf", f"{key}={value}"]
         return [*cmd, str(spec.application), *spec.application_args]
 
-    def environment(self, spec: JobSpec, channel: Channel) -> dict[str, str]:
+    def server_spec(self, spec: JobSpec) -> local_connect.ServerSpec:
+        """The Spark Connect server a job needs (``connect`` mode)."""
+        section = self.validate_profile(spec.profile)
+        server_conf, _ = local_connect.split_conf(spec.spark_conf)
+        return local_connect.ServerSpec(
+            cores=str(section["cores"]),
+            driver_memory=section["driver_memory"],
+            conf=server_conf,
+            code_root=str(spec.code_root),
+            python=sys.executable,
+            spark_home=str(pyspark_home()),
+        )
+
+    def base_environment(self, spec: JobSpec) -> dict[str, str]:
         # The worker's Airflow settings (DB URLs, fernet key, connections) stay out of the job.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+        env.pop("SPARK_REMOTE", None)  # the mode decides, not whatever the worker had set
         env.update(
             SPARK_HOME=str(pyspark_home()),
             PYSPARK_PYTHON=sys.executable,
@@ -165,19 +191,35 @@ class LocalEngine(Engine):
             PYTHONPATH=os.pathsep.join(p for p in (str(spec.code_root), env.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",
         )
+        return env
+
+    def environment(self, spec: JobSpec, channel: Channel) -> dict[str, str]:
+        env = self.base_environment(spec)
         env.update(channel.bootstrap_env())
         env.update(spec.env)
         return env
 
     def submit(self, spec: JobSpec, channel: Channel) -> RunHandle:
         _require_java()
-        cmd = self.command(spec)
+        mode = self.mode
         env = self.environment(spec, channel)
         slots = LocalSlots(settings.work_dir() / "slots", settings.local_max_parallel())
         slot = slots.acquire(self.log)
-        self.log.info("Running: %s", " ".join(_redacted(cmd)))
-        self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
+        lease = None
+        handle: RunHandle = {"engine": self.name, "mode": mode, "name": spec.name, "channel_dir": str(channel.folder)}
         try:
+            if mode == "connect":
+                server_spec = self.server_spec(spec)
+                servers = local_connect.ConnectServers(
+                    settings.work_dir() / "connect", settings.local_connect_idle_timeout()
+                )
+                lease = servers.lease(server_spec, self.base_environment(spec), self.log)
+                cmd = self._connect_job(spec, server_spec, lease, env)
+                handle.update(session_file=str(lease.session_file), server_dir=str(lease.server.state_dir))
+            else:
+                cmd = self.command(spec)
+            self.log.info("Running: %s", " ".join(local_connect.redacted(cmd)))
+            self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
             proc = subprocess.Popen(  # an argument list: no shell ever sees templated values
                 cmd,
                 stdout=subprocess.PIPE,
@@ -192,14 +234,37 @@ class LocalEngine(Engine):
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
         except BaseException:
+            if lease is not None:
+                lease.release()
             slots.release(slot)
             raise
-        proc._spark_portable_slot = slot  # type: ignore[attr-defined]
+        proc._spark_portable_hold = (slot, lease)  # type: ignore[attr-defined]
         self._procs[proc.pid] = proc
-        return {"engine": self.name, "pid": proc.pid, "name": spec.name, "channel_dir": str(channel.folder)}
+        handle["pid"] = proc.pid
+        return handle
+
+    def _connect_job(
+        self, spec: JobSpec, server_spec: local_connect.ServerSpec, lease: local_connect.Lease, env: dict[str, str]
+    ) -> list[str]:
+        """The job as a plain Python process on the leased server (``connect`` mode)."""
+        _, session_conf = local_connect.split_conf(spec.spark_conf)
+        for what, conf in (("Server", server_spec.conf), ("Session", session_conf)):
+            shown = local_connect.redacted([f"{k}={v}" for k, v in sorted(conf.items())])
+            self.log.info("%s conf: %s", what, " ".join(shown) or "none")
+        env.update(
+            SPARK_REMOTE=lease.server.remote,
+            SPARK_CONNECT_AUTHENTICATE_TOKEN=lease.server.token,  # env: never on a command line
+            **{
+                SESSION_CONF_ENV: json.dumps(session_conf),
+                SESSION_FILE_ENV: str(lease.session_file),
+                CODE_VERSION_ENV: local_connect.code_version(spec.code_root),
+            },
+        )
+        return [sys.executable, str(spec.application), *spec.application_args]
 
     def wait(self, handle: RunHandle) -> RunResult:
         proc = self._procs[handle["pid"]]
+        what = "spark-submit" if handle.get("mode") != "connect" else "the job process"
         tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         try:
             assert proc.stdout is not None
@@ -211,22 +276,47 @@ class LocalEngine(Engine):
         finally:
             # Also reached on KeyboardInterrupt (Airflow's first signal is SIGINT).
             self._stop_group(proc)
-            LocalSlots.release(proc._spark_portable_slot)  # type: ignore[attr-defined]
+            if proc.returncode != 0:  # a job that did not end cleanly may have left work running
+                self._interrupt_session(handle)
+            slot, lease = proc._spark_portable_hold  # type: ignore[attr-defined]
+            if lease is not None:
+                lease.release()
+            LocalSlots.release(slot)
             self._procs.pop(proc.pid, None)
         if proc.pid in self._cancelled:
-            return RunResult(CANCELLED, "spark-submit was cancelled", list(tail))
+            return RunResult(CANCELLED, f"{what} was cancelled", list(tail))
         if code == 0:
             return RunResult(SUCCEEDED, "", list(tail))
         reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return RunResult(FAILED, f"spark-submit {reason}", list(tail))
+        return RunResult(FAILED, f"{what} {reason}", list(tail))
 
     def cancel(self, handle: RunHandle) -> None:
         proc = self._procs.get(handle["pid"])
         if proc is None:
             return
         self._cancelled.add(proc.pid)
-        self.log.info("Cancelling spark-submit (process group %d)", proc.pid)
+        self.log.info("Cancelling the job (process group %d)", proc.pid)
         self._stop_group(proc)
+        self._interrupt_session(handle)
+
+    def _interrupt_session(self, handle: RunHandle) -> None:
+        """Connect mode: stop what the job's session still runs on the shared server (the
+        server would otherwise finish a killed job's query for nobody)."""
+        if handle.get("mode") != "connect" or handle.get("interrupted"):
+            return
+        handle["interrupted"] = True
+        server = local_connect.Server.read(Path(handle["server_dir"]))
+        session_file = Path(handle["session_file"])
+        session_id = read_session_file(session_file).get("session_id", "")
+        if server is None or not session_id:
+            return  # the server is gone and its work with it, or the job never opened a session
+        try:
+            said = local_connect.interrupt_session(f"{server.remote}/;session_id={session_id}", server.token)
+            self.log.info("Interrupted and closed the job's Spark Connect session: %s", said)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.log.warning("Could not interrupt the job's Spark Connect session: %s", exc)
+        # The next job in this slot starts a fresh session rather than one left mid-way.
+        session_file.unlink(missing_ok=True)
 
     @staticmethod
     def _stop_group(proc: subprocess.Popen[str]) -> None:
@@ -249,4 +339,3 @@ class LocalEngine(Engine):
         except ProcessLookupError:
             pass
         proc.poll()
-

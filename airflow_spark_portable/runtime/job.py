@@ -25,8 +25,10 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_spark_portable.runtime import protocol
@@ -35,6 +37,12 @@ from airflow_spark_portable.runtime.transport import Transport, open_transport
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+# Set by the local engine's connect mode: the job's Spark SQL conf (JSON), and the file
+# naming the session slot's Spark Connect session (see engines/local_connect.py).
+SESSION_CONF_ENV = "SPARK_PORTABLE_SESSION_CONF"
+SESSION_FILE_ENV = "SPARK_PORTABLE_SESSION_FILE"
+CODE_VERSION_ENV = "SPARK_PORTABLE_CODE_VERSION"
 
 
 def get_spark(app_name: str = "spark-portable-job") -> SparkSession:
@@ -45,8 +53,67 @@ def get_spark(app_name: str = "spark-portable-job") -> SparkSession:
 
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
-        return SparkSession.builder.remote(remote).getOrCreate()
+        session_file = os.environ.get(SESSION_FILE_ENV)
+        if session_file:
+            spark = _lent_session(remote, Path(session_file))
+        else:
+            spark = SparkSession.builder.remote(remote).getOrCreate()
+        _apply_session_conf(spark, os.environ.get(SESSION_CONF_ENV))
+        return spark
     return SparkSession.builder.appName(app_name).getOrCreate()
+
+
+def _lent_session(remote: str, session_file: Path) -> SparkSession:
+    """The Spark Connect session the local engine lends this job: the one the previous job
+    of its slot used, reset first, when that job ran the same code (its Python workers are
+    warm and hold that code); else a new one. A closed session (a job's ``spark.stop()``,
+    a kill, a timeout) is replaced too."""
+    from pyspark.sql import SparkSession
+
+    code = os.environ.get(CODE_VERSION_ENV, "")
+    previous = read_session_file(session_file)
+    for attempt in (1, 2):
+        session_id = previous.get("session_id") if attempt == 1 and previous.get("code_version") == code else None
+        if not session_id:
+            session_id = str(uuid.uuid4())
+            tmp = session_file.with_name(f".{session_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"session_id": session_id, "code_version": code}))
+            os.replace(tmp, session_file)  # the engine reads it to interrupt a killed job
+        url = f"{remote.rstrip('/')}/;session_id={session_id}"
+        spark = SparkSession.builder.remote(url).create()
+        try:
+            spark.sql("RESET")  # the previous job's runtime conf back to the server's
+            spark.catalog.clearCache()
+        except Exception as exc:
+            if attempt == 2 or "INVALID_HANDLE" not in str(exc):
+                raise
+            continue
+        # so that SparkSession.builder.getOrCreate() anywhere in the job finds this session
+        os.environ["SPARK_REMOTE"] = url
+        return spark
+    raise AssertionError("unreachable")
+
+
+def read_session_file(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _apply_session_conf(spark: SparkSession, encoded: str | None) -> None:
+    """Set this job's Spark SQL conf in its own session of a shared Connect server."""
+    for key, value in json.loads(encoded or "{}").items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as exc:  # a static conf: fine if the server already has this value
+            if spark.conf.get(key, None) != value:
+                raise ValueError(
+                    f"Spark conf {key}={value} cannot be set per job on a shared Spark Connect "
+                    f"server ({exc.__class__.__name__}); put it in the profile's engine section "
+                    "so the server starts with it"
+                ) from exc
 
 
 class _StderrTransport:
@@ -117,8 +184,7 @@ def _json_value(key: str, value: Any) -> Any:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            f"metric {key!r} = {value!r} is not a JSON value ({exc}); report numbers, strings, "
-            "booleans, lists or dicts"
+            f"metric {key!r} = {value!r} is not a JSON value ({exc}); report numbers, strings, booleans, lists or dicts"
         ) from None
     return value
 
@@ -176,6 +242,21 @@ def _exit_when_orphaned(poll_seconds: float = 1.0) -> None:
 
 
 @contextmanager
+def _released_session(job: Job) -> Iterator[None]:
+    """Release a Spark Connect session when the job ends: on a shared server its state
+    (cached data, temp views, running queries) would otherwise outlive the job."""
+    try:
+        yield
+    finally:
+        lent = os.environ.get(SESSION_FILE_ENV)  # a lent session stays open for the next job
+        if job._spark is not None and os.environ.get("SPARK_REMOTE") and not lent:
+            try:
+                job._spark.stop()
+            except Exception as exc:  # the job's own outcome matters more
+                print(f"spark-portable: could not release the Spark session: {exc}", file=sys.stderr)
+
+
+@contextmanager
 def open_job(argv: list[str] | None = None) -> Iterator[Job]:
     """Read the context, yield a ``Job``, and always tell the orchestrator how it ended.
 
@@ -194,7 +275,8 @@ def open_job(argv: list[str] | None = None) -> Iterator[Job]:
     job = Job(context, transport)
     job._send(protocol.OPENED, pid=os.getpid(), python=sys.version.split()[0])
     try:
-        yield job
+        with _released_session(job):
+            yield job
     except SystemExit as exc:
         if exc.code not in (None, 0):
             job._send(protocol.FAILED, error_type="SystemExit", message=f"exit code {exc.code}", traceback="")
