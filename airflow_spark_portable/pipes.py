@@ -121,3 +121,57 @@ class LocalChannel(Channel):
         messages, used = parse_lines(data)
         self._offset += used
         return messages
+
+
+class S3Channel(Channel):
+    """A prefix in S3, for engines whose jobs run on clusters (EMR): ``context.json`` and
+    ``messages/<seq>.json``. Talks to S3 through the amazon provider's S3Hook; the prefix is
+    scoped to one task try, so two tries (or two tasks) never share a mailbox."""
+
+    def __init__(self, prefix_uri: str, aws_conn_id: str | None = "aws_default") -> None:
+        from airflow_spark_portable.runtime.transport import _bucket_key
+
+        self.bucket, key = _bucket_key(prefix_uri.rstrip("/") + "/x")
+        self.prefix = key[:-1]  # "runs/<name>/"
+        self.aws_conn_id = aws_conn_id
+        self._last_key = ""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def context_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}context.json"
+
+    @property
+    def messages_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}messages/"
+
+    def _hook(self):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id)
+
+    def write_context(self, context: JobContext) -> None:
+        hook = self._hook()
+        stale = hook.list_keys(bucket_name=self.bucket, prefix=self.prefix)
+        if stale:  # a re-run of the same try starts clean
+            hook.delete_objects(bucket=self.bucket, keys=stale)
+        body = json.dumps(context.to_dict(), indent=2, default=str)
+        hook.load_string(body, key=f"{self.prefix}context.json", bucket_name=self.bucket, replace=True)
+        self._last_key = ""
+
+    def read_new_messages(self) -> list[dict[str, Any]]:
+        hook = self._hook()
+        prefix = f"{self.prefix}messages/"
+        keys = sorted(k for k in hook.list_keys(bucket_name=self.bucket, prefix=prefix) if k > self._last_key)
+        messages = []
+        for key in keys:
+            try:
+                message = json.loads(hook.read_key(key, bucket_name=self.bucket))
+            except ValueError:
+                message = {"type": "malformed", "raw": key}
+            messages.append(message if isinstance(message, dict) else {"type": "malformed"})
+            self._last_key = key
+        return messages

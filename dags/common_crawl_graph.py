@@ -198,8 +198,10 @@ with DAG(
                 inputs={"cc": "{{ params.cc_root }}", "seeds": "{{ params.seeds_root }}"},
                 output_root="{{ params.output_root }}",
                 extras={"max_files_per_crawl": "{{ params.max_files_per_crawl }}"},
-                # one asset per step; each event carries the (crawl, domain) partition it wrote
-                outlets=[Asset(name=f"{DAG_ID}.{step}", uri=f"cc-graph://{step}", group=DAG_ID)],
+                # one asset per step; each event carries the (crawl, domain) partition it wrote.
+                # An "x-" scheme: Airflow then skips provider URI normalisers, whose discovery
+                # imports boto3 (through the amazon provider) on every parse.
+                outlets=[Asset(name=f"{DAG_ID}.{step}", uri=f"x-cc-graph://{step}", group=DAG_ID)],
                 # caps how many steps run at once across all runs (clusters cost money);
                 # see README "Concurrency"
                 pool=os.environ.get(f"CC_GRAPH_POOL_{step.upper()}") or os.environ.get("CC_GRAPH_POOL") or "default_pool",

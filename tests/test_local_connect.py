@@ -93,6 +93,41 @@ def test_secret_conf_values_are_redacted():
     ]
 
 
+def _fake_jvm_with_daemons(count: int) -> subprocess.Popen:
+    """A process whose children look like pyspark's worker daemons (by their command line)."""
+    code = (
+        "import subprocess, sys, time\n"
+        f"kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', 'pyspark.daemon']) for _ in range({count})]\n"
+        "print('ready', flush=True)\n"
+        "for kid in kids: kid.wait()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_idle_compaction_stops_daemons_of_replaced_sessions_and_empties_the_slots(tmp_path):
+    (tmp_path / "sessions").mkdir()
+    slot = tmp_path / "sessions" / "slot-0.session"
+    jvm = _fake_jvm_with_daemons(2)
+    try:
+        wait_for(lambda: len(local_connect._worker_daemons(jvm.pid)) == 2, timeout=10, what="the daemons")
+        slot.write_text("{}")
+        (tmp_path / "sessions" / "slot-1.session").write_text("{}")
+        local_connect._compact(tmp_path, jvm.pid)  # as many daemons as slots: nothing to do
+        assert len(local_connect._worker_daemons(jvm.pid)) == 2 and slot.exists()
+
+        (tmp_path / "sessions" / "slot-1.session").unlink()  # a session was replaced
+        local_connect._compact(tmp_path, jvm.pid)
+        wait_for(lambda: not local_connect._worker_daemons(jvm.pid), timeout=10, what="the daemons to stop")
+        assert not slot.exists()  # its session's daemon is gone: the next job starts a new one
+    finally:
+        for child in psutil.Process(jvm.pid).children():
+            child.kill()
+        jvm.kill()
+        jvm.wait()
+
+
 def test_an_unknown_local_mode_fails_the_task_naming_the_option(dag_runner):
     source = operator_dag("bad_mode", application=str(TEST_JOBS / "probe_job.py"))
     outcome = dag_runner.run("bad_mode", source, env={"AIRFLOW__SPARK_PORTABLE__LOCAL_MODE": "warp"})

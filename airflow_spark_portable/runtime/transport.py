@@ -2,8 +2,8 @@
 
 A transport is picked by the URI scheme, so an engine changes where data travels without the
 job changing a line. ``file`` covers local paths and anything mounted as a file system
-(Databricks ``/Volumes/...`` and ``/dbfs/...``). Object stores that cannot append (S3) get
-their own small class here, registered in ``_TRANSPORTS``.
+(Databricks ``/Volumes/...`` and ``/dbfs/...``). Object stores that cannot append get their
+own small class here, registered in ``_TRANSPORTS``: ``s3`` (EMR) writes one object per message.
 """
 
 from __future__ import annotations
@@ -43,12 +43,47 @@ class FileTransport:
             os.close(fd)
 
 
+class S3Transport:
+    """Context is one object; every message is an object of its own, named by its sequence
+    number (S3 cannot append), so the orchestrator lists them in order and a message, once
+    written, is never lost. Credentials are the cluster's (instance profile / env), via boto3."""
+
+    def __init__(self, context_uri: str, messages_uri: str) -> None:
+        import boto3  # on every EMR node; only jobs that use S3 channels need it
+
+        self._s3 = boto3.client("s3")
+        self.context = _bucket_key(context_uri)
+        bucket, prefix = _bucket_key(messages_uri)
+        self.messages = (bucket, prefix.rstrip("/") + "/")
+
+    def read_context(self) -> dict[str, Any]:
+        bucket, key = self.context
+        return json.loads(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def write_message(self, message: dict[str, Any]) -> None:
+        bucket, prefix = self.messages
+        body = json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
+        self._s3.put_object(Bucket=bucket, Key=message_key(prefix, int(message["seq"])), Body=body)
+
+
+def message_key(prefix: str, seq: int) -> str:
+    """Zero-padded, so lexicographic listing order is sequence order."""
+    return f"{prefix}{seq:010d}.json"
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if not parsed.netloc or not parsed.path.strip("/"):
+        raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
 def _local_path(uri: str) -> str:
     parsed = urlparse(uri)
     return parsed.path if parsed.scheme == "file" else uri
 
 
-_TRANSPORTS: dict[str, type] = {"": FileTransport, "file": FileTransport}
+_TRANSPORTS: dict[str, type] = {"": FileTransport, "file": FileTransport, "s3": S3Transport}
 
 
 def open_transport(context_uri: str, messages_uri: str) -> Transport:

@@ -1,0 +1,75 @@
+"""What a cluster needs to run a job file: one zip of Python code, named by its content.
+
+Remote engines (EMR, Databricks) ship the job's project packages (``jobs/`` with
+``jobs/common``) and the job runtime (``airflow_spark_portable/runtime``, without the Airflow
+side of this package) as one zip that Spark puts on the Python path (``--py-files``). The zip
+is byte-for-byte reproducible (sorted entries, fixed timestamps), so its SHA-256 names it:
+an unchanged project uploads nothing, and two runs never write to the same mutable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import airflow_spark_portable
+
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+# The runtime and the import-free package root: what a job imports from us on a cluster.
+_RUNTIME_FILES = ("__init__.py", "runtime")
+
+
+@dataclass(frozen=True)
+class CodeBundle:
+    data: bytes
+    sha256: str
+    files: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"code-{self.sha256[:20]}.zip"
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and not p.name.startswith("."))
+
+
+def project_packages(code_root: Path) -> list[Path]:
+    """Top-level packages of the project (folders with ``__init__.py``), except our own."""
+    return sorted(
+        p
+        for p in code_root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and (p / "__init__.py").is_file()
+        and p.name != "airflow_spark_portable"
+    )
+
+
+def build_code_bundle(code_root: Path) -> CodeBundle:
+    """The zip for ``--py-files``: the project's packages plus the job runtime."""
+    entries: dict[str, bytes] = {}
+    for package in project_packages(code_root):
+        for path in _python_files(package):
+            entries[path.relative_to(code_root).as_posix()] = path.read_bytes()
+    ours = Path(airflow_spark_portable.__file__).parent
+    for item in _RUNTIME_FILES:
+        target = ours / item
+        for path in [target] if target.is_file() else _python_files(target):
+            entries[f"airflow_spark_portable/{path.relative_to(ours).as_posix()}"] = path.read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, entries[name])
+    data = buffer.getvalue()
+    return CodeBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(sorted(entries)))
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
