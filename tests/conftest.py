@@ -152,6 +152,30 @@ def kill_session(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
+def aws_endpoint(monkeypatch):
+    """moto's server on a free local port; boto3 (and Airflow's AWS hooks, and jobs started
+    from the test) reach it through AWS_ENDPOINT_URL, with throwaway credentials."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its state in the process, across servers: every test starts empty
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
 def dag_runner(airflow_home: Path) -> DagRunner:
     return DagRunner(airflow_home)
 

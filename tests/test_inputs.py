@@ -86,16 +86,7 @@ def test_persistent_server_errors_give_up(http_root, monkeypatch):
 
 
 @pytest.fixture
-def s3_bucket(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def s3_bucket(aws_endpoint):
     import boto3
 
     s3 = boto3.client("s3")
@@ -103,8 +94,7 @@ def s3_bucket(monkeypatch):
     for path in SAMPLE_CC.rglob("*"):
         if path.is_file():
             s3.upload_file(str(path), "commoncrawl", str(path.relative_to(SAMPLE_CC)), ExtraArgs={"ACL": "public-read"})
-    yield "s3://commoncrawl/"
-    server.stop()
+    return "s3://commoncrawl/"
 
 
 def test_s3_with_credentials(s3_bucket, local_edges):

@@ -32,6 +32,13 @@ def _project(tmp_path: Path, version: str) -> Path:
     return project
 
 
+def _server_used(output: str) -> Path:
+    """The state folder of the server a task's job ran on, as the task log names it."""
+    found = re.findall(r"(?:log (\S+)/server\.log|Using the warm Spark Connect server on port \d+ \((\S+)\))", output)
+    assert found, "the task log names no Spark Connect server"
+    return Path(found[-1][0] or found[-1][1])
+
+
 def _server_of(work_dir: Path, project: Path) -> Path:
     found = [
         spec.parent
@@ -175,7 +182,7 @@ def test_the_server_listens_on_localhost_only_and_wants_its_token(dag_runner, wo
     outcome = dag_runner.run("auth", operator_dag("auth", application=str(TEST_JOBS / "probe_job.py")))
     assert outcome.task_state == "success", outcome.output[-3000:]
     assert outcome.metrics["session_module"] == "pyspark.sql.connect.session"
-    info_path = _server_of(work_dir, ROOT) / "server.json"
+    info_path = _server_used(outcome.output) / "server.json"
     assert info_path.stat().st_mode & 0o077 == 0  # the token is readable by its owner only
     info = json.loads(info_path.read_text())
     assert info["token"] not in outcome.output
@@ -221,7 +228,7 @@ def test_killing_a_connect_job_stops_its_query_and_keeps_the_server(dag_runner, 
             return beats.stat().st_size == size
 
         wait_for(stopped_beating, timeout=30, what="the query on the server to stop")
-        info = json.loads((_server_of(work_dir, ROOT) / "server.json").read_text())
+        info = json.loads((_server_used(output) / "server.json").read_text())
         with socket.create_connection(("127.0.0.1", info["port"]), timeout=5):
             pass  # the server is still up for the next job
     finally:

@@ -50,8 +50,8 @@ BAD_INPUTS = {
         "'BAD-NAME' is not a valid environment",
     ),
     "engine_not_built": (
-        {"application": "jobs/examples/row_stats.py", "engine": "emr"},
-        "engine 'emr' is not available in this release",
+        {"application": "jobs/examples/row_stats.py", "engine": "databricks"},
+        "engine 'databricks' is not available in this release",
     ),
     # retries=3, yet a config error fails at once: a retry cannot create the file
     "not_retried": ({"application": "jobs/missing.py", "retries": 3}, "application='jobs/missing.py'"),

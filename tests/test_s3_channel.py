@@ -26,19 +26,9 @@ with open_job() as job:
 
 
 @pytest.fixture
-def bucket(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def bucket(aws_endpoint):
     boto3.client("s3").create_bucket(Bucket="pipes")
-    yield "pipes"
-    server.stop()
+    return "pipes"
 
 
 def _context(try_number: int = 1) -> JobContext:

@@ -19,6 +19,7 @@ ENGINE_NAMES = ("local", "emr", "databricks")
 
 _REGISTRY: dict[str, str] = {
     "local": "airflow_spark_portable.engines.local:LocalEngine",
+    "emr": "airflow_spark_portable.engines.emr:EmrEngine",
 }
 
 

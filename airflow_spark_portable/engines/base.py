@@ -78,6 +78,19 @@ class Engine(ABC):
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
         """Check and normalise this engine's profile section; raise naming the bad key."""
 
+    @classmethod
+    def profile_section(cls, profile: Profile, allowed: set[str]) -> tuple[dict[str, Any], str]:
+        """This engine's section of ``profile`` and where it is (for messages); unknown keys
+        are an error, so a typo never silently falls back to a default."""
+        from airflow_spark_portable.exceptions import SparkPortableConfigError
+
+        section = profile.section(cls.name)
+        where = f"{profile.source}: profile {profile.name!r}, section {cls.name!r}"
+        unknown = set(section) - allowed
+        if unknown:
+            raise SparkPortableConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return section, where
+
     @abstractmethod
     def open_channel(self, spec: JobSpec) -> Channel: ...
 

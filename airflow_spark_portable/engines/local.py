@@ -124,13 +124,7 @@ class LocalEngine(Engine):
 
     @classmethod
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
-        section = profile.section(cls.name)
-        where = f"{profile.source}: profile {profile.name!r}, section 'local'"
-        unknown = set(section) - _SECTION_KEYS
-        if unknown:
-            raise SparkPortableConfigError(
-                f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_SECTION_KEYS)}"
-            )
+        section, where = cls.profile_section(profile, _SECTION_KEYS)
         cores = section.get("cores", 1)
         if cores != "*" and (isinstance(cores, bool) or not isinstance(cores, int) or cores < 1):
             raise SparkPortableConfigError(f"{where}: cores = {cores!r} must be a whole number >= 1 or '*'")
@@ -275,7 +269,7 @@ class LocalEngine(Engine):
             code = proc.wait()
         finally:
             # Also reached on KeyboardInterrupt (Airflow's first signal is SIGINT).
-            self._stop_group(proc)
+            local_connect.stop_group(proc, _KILL_GRACE_SECONDS)
             if proc.returncode != 0:  # a job that did not end cleanly may have left work running
                 self._interrupt_session(handle)
             slot, lease = proc._spark_portable_hold  # type: ignore[attr-defined]
@@ -296,7 +290,7 @@ class LocalEngine(Engine):
             return
         self._cancelled.add(proc.pid)
         self.log.info("Cancelling the job (process group %d)", proc.pid)
-        self._stop_group(proc)
+        local_connect.stop_group(proc, _KILL_GRACE_SECONDS)
         self._interrupt_session(handle)
 
     def _interrupt_session(self, handle: RunHandle) -> None:
@@ -317,25 +311,3 @@ class LocalEngine(Engine):
             self.log.warning("Could not interrupt the job's Spark Connect session: %s", exc)
         # The next job in this slot starts a fresh session rather than one left mid-way.
         session_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _stop_group(proc: subprocess.Popen[str]) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left. The group outlives its leader
-        when the JVM exits first, so survivors are looked for even after ``proc`` ended."""
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + _KILL_GRACE_SECONDS
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.poll()

@@ -420,7 +420,7 @@ def serve(state_dir: Path, idle_timeout: float) -> int:
         published = Server.read(state_dir)
         if published is not None and published.pid == os.getpid():
             (state_dir / "server.json").unlink(missing_ok=True)
-        _stop_jvm(jvm)
+        stop_group(jvm, _STOP_GRACE_SECONDS)
 
 
 def _worker_daemons(jvm_pid: int) -> list[int]:
@@ -452,20 +452,23 @@ def _compact(state_dir: Path, jvm_pid: int) -> None:
     _say(f"stopped {len(daemons)} idle Python worker daemons of {len(sessions)} session slots")
 
 
-def _stop_jvm(jvm: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, _STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM ``proc``'s whole process group, SIGKILL what is left after ``grace`` seconds.
+    A group outlives its leader (a JVM may exit before its Python workers), so survivors
+    are looked for even after ``proc`` ended."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(jvm.pid, sig)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            jvm.poll()
+            proc.poll()
             try:
-                os.killpg(jvm.pid, 0)
+                os.killpg(proc.pid, 0)
             except ProcessLookupError:
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
 
 # -- stopping a job's work on the server ----------------------------------------------

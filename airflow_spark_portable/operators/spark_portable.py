@@ -256,15 +256,29 @@ class SparkPortableOperator(BaseOperator):
         if self.deferrable:
             trigger = engine.trigger(handle, self.poll_interval)
             if trigger is not None:
-                self.defer(trigger=trigger, method_name="execute_complete", kwargs={"handle": handle, "meta": meta})
+                from airflow_spark_portable.triggers import EngineRunTrigger
+
+                self.log.info("Deferring: the worker slot is free while %s runs the job", engine.name)
+                self.defer(
+                    trigger=EngineRunTrigger.wrap(trigger, handle, meta),
+                    method_name="execute_complete",
+                    kwargs={"handle": handle, "meta": meta},
+                )
         return self._finish(engine, handle, engine.wait(handle), meta, context)
 
     def execute_complete(
-        self, context: Context, event: Mapping[str, Any], handle: RunHandle, meta: dict[str, Any]
+        self,
+        context: Context,
+        event: Mapping[str, Any],
+        handle: RunHandle | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        # EngineRunTrigger's event carries the handle too (dags test drops the defer kwargs)
+        handle = handle or event["handle"]
+        meta = meta or event["meta"]
         engine = get_engine_class(handle["engine"])(self.engine_options, self.log)
         self._engine, self._handle = engine, handle
-        return self._finish(engine, handle, engine.result_from_event(handle, event), meta, context)
+        return self._finish(engine, handle, engine.result_from_event(handle, event.get("event") or {}), meta, context)
 
     def on_kill(self) -> None:
         if self._engine is not None and self._handle is not None:
@@ -282,7 +296,7 @@ class SparkPortableOperator(BaseOperator):
             for message in report.logs:
                 self.log.info("[job] %s", message.get("text", ""))
         ok = result.state == SUCCEEDED and report.completed and report.failure is None
-        if not ok and not engine.streams_output:
+        if not ok and not engine.streams_output and result.state != CANCELLED:  # a kill must end fast
             for line in engine.fetch_logs(handle):
                 self.log.info("[driver] %s", line)
         if not ok:

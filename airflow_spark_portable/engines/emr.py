@@ -1,0 +1,298 @@
+"""``engine="emr"``: the job as one ``command-runner.jar spark-submit`` step on an EMR cluster.
+
+Built on the amazon provider: ``EmrHook`` adds steps, ``S3Hook`` moves artifacts and the
+pipes messages, ``EmrStepSensorTrigger`` waits while deferred. Step state decides the
+outcome, never cluster state. Everything a step needs arrives per step: the job file and the
+code bundle under content-hashed S3 keys, the context and message URIs as step arguments
+(the task try's own S3 prefix), never through cluster configuration other steps share.
+
+Profile section ``emr``::
+
+    emr:
+      cluster_id: j-XXXXXXXX           # or cluster_name: an active cluster's name
+      s3_root: s3://bucket/spark-portable   # artifacts/ and runs/ live under it
+      deploy_mode: client              # client (default): driver output is the step's log
+      python: python3                  # the cluster's Python for the driver and workers
+      conf: {spark.dynamicAllocation.enabled: "true"}
+
+``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``poll_interval_seconds``
+(synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's log upload).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_spark_portable.artifacts import build_code_bundle, file_digest
+from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
+from airflow_spark_portable.engines.local_connect import _SENSITIVE_KEY
+from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.pipes import Channel, S3Channel
+from airflow_spark_portable.profiles import Profile, spark_conf_strings
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+
+_SECTION_KEYS = {"cluster_id", "cluster_name", "s3_root", "deploy_mode", "python", "conf"}
+_ACTIVE_CLUSTER = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
+_ACTIVE_STEP = ["PENDING", "RUNNING"]
+_STEP_RESULT = {"COMPLETED": SUCCEEDED, "CANCELLED": CANCELLED, "INTERRUPTED": CANCELLED, "FAILED": FAILED}
+_LOG_TAIL_LINES = 200
+
+
+def _try_base(step_name: str) -> str:
+    """``dag.task.mapN.run.tryN`` -> ``dag.task.mapN.run.try``: the task instance, any try."""
+    head, sep, tail = step_name.rpartition(".try")
+    return head + sep if sep and tail.isdigit() else step_name
+
+
+class EmrEngine(Engine):
+    name = "emr"
+
+    @classmethod
+    def validate_profile(cls, profile: Profile) -> dict[str, Any]:
+        section, where = cls.profile_section(profile, _SECTION_KEYS)
+        targets = [k for k in ("cluster_id", "cluster_name") if section.get(k)]
+        if len(targets) != 1:
+            raise SparkPortableConfigError(
+                f"{where} must name exactly one cluster: cluster_id (j-...) or cluster_name (an active "
+                f"cluster's name); it has {targets or 'neither'}. Transient clusters are not built yet"
+            )
+        s3_root = str(section.get("s3_root") or "").rstrip("/")
+        if not s3_root.startswith("s3://") or len(s3_root) <= len("s3://"):
+            raise SparkPortableConfigError(
+                f"{where}: s3_root = {section.get('s3_root')!r} must be an s3://bucket/prefix the cluster can "
+                "read and write (artifacts and each task try's context and messages go there)"
+            )
+        deploy_mode = section.get("deploy_mode", "client")
+        if deploy_mode not in ("client", "cluster"):
+            raise SparkPortableConfigError(f"{where}: deploy_mode = {deploy_mode!r} must be client or cluster")
+        return {
+            "cluster_id": section.get("cluster_id"),
+            "cluster_name": section.get("cluster_name"),
+            "s3_root": s3_root,
+            "deploy_mode": deploy_mode,
+            "python": str(section.get("python", "python3")),
+            "conf": spark_conf_strings(section.get("conf"), where),
+        }
+
+    # -- connections ---------------------------------------------------------------------
+
+    @property
+    def aws_conn_id(self) -> str | None:
+        return self.options.get("aws_conn_id", "aws_default")
+
+    def _emr(self):
+        from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+        return EmrHook(aws_conn_id=self.aws_conn_id)
+
+    def check_connection(self) -> None:
+        """A named connection must exist. (The provider quietly falls back to the worker's own
+        AWS credentials for a missing one, which would run a typo'd task in another account.)"""
+        conn_id = self.aws_conn_id
+        if conn_id is None or conn_id == "aws_default":  # the documented default: env / instance role
+            return
+        try:
+            self._emr().get_connection(conn_id)
+        except Exception as exc:
+            raise SparkPortableConfigError(
+                f"engine_options aws_conn_id={conn_id!r}: {exc}. Create the connection, or use "
+                "aws_default / None for the worker's own AWS credentials"
+            ) from None
+
+    def _s3(self):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id)
+
+    # -- the pipes ----------------------------------------------------------------------
+
+    def open_channel(self, spec: JobSpec) -> Channel:
+        section = self.validate_profile(spec.profile)
+        return S3Channel(f"{section['s3_root']}/runs/{spec.name}", self.aws_conn_id)
+
+    def channel_for(self, handle: RunHandle) -> Channel:
+        return S3Channel(handle["channel_uri"], handle.get("aws_conn_id"))
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def cluster_id(self, section: dict[str, Any]) -> str:
+        """The target cluster, checked to be up (a terminated cluster would queue nothing)."""
+        from botocore.exceptions import ClientError
+
+        self.check_connection()
+        hook = self._emr()
+        if section["cluster_name"]:
+            found = hook.get_cluster_id_by_name(section["cluster_name"], _ACTIVE_CLUSTER)
+            if not found:
+                raise SparkPortableConfigError(
+                    f"no active EMR cluster is named {section['cluster_name']!r} (states {', '.join(_ACTIVE_CLUSTER)})"
+                )
+            return found
+        try:
+            state = hook.conn.describe_cluster(ClusterId=section["cluster_id"])["Cluster"]["Status"]["State"]
+        except ClientError as exc:
+            raise SparkPortableConfigError(f"EMR cluster {section['cluster_id']!r}: {exc}") from None
+        if state not in _ACTIVE_CLUSTER:
+            raise SparkPortableConfigError(f"EMR cluster {section['cluster_id']} is {state}; it cannot run steps")
+        return section["cluster_id"]
+
+    def upload_artifacts(self, spec: JobSpec, s3_root: str) -> tuple[str, str]:
+        """(job file URI, code bundle URI), each under a key named by its content: uploaded
+        once, never overwritten, so concurrent runs cannot race on a mutable key."""
+        bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
+        prefix = f"{prefix}/artifacts" if prefix else "artifacts"
+        bundle = build_code_bundle(spec.code_root)
+        app_key = f"{prefix}/{file_digest(spec.application)[:20]}/{spec.application.name}"
+        code_key = f"{prefix}/{bundle.name}"
+        hook = self._s3()
+        for key, data in ((app_key, spec.application.read_bytes()), (code_key, bundle.data)):
+            if hook.check_for_key(key, bucket_name=bucket):
+                self.log.info("Artifact unchanged, not uploaded: s3://%s/%s", bucket, key)
+            else:
+                hook.load_bytes(data, key=key, bucket_name=bucket, replace=False)
+                self.log.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, len(data))
+        return f"s3://{bucket}/{app_key}", f"s3://{bucket}/{code_key}"
+
+    def step(self, spec: JobSpec, section: dict[str, Any], app_uri: str, code_uri: str, channel: Channel) -> dict:
+        if spec.env:
+            raise SparkPortableConfigError(
+                f"env={sorted(spec.env)}: engine 'emr' does not pass environment variables (they would be "
+                "visible as step arguments); pass values in extras or application_args instead"
+            )
+        conf = {
+            "spark.pyspark.python": section["python"],
+            "spark.pyspark.driver.python": section["python"],
+            **spec.spark_conf,
+            **section["conf"],
+        }
+        secret = sorted(k for k in conf if _SENSITIVE_KEY.search(k))
+        if secret:
+            raise SparkPortableConfigError(
+                f"conf {secret}: secrets cannot travel as EMR step arguments (anyone with console access "
+                "reads them); give the cluster an instance profile or an EMR security configuration instead"
+            )
+        args = ["spark-submit", "--deploy-mode", section["deploy_mode"], "--name", spec.name, "--py-files", code_uri]
+        for key, value in sorted(conf.items()):
+            args += ["--conf", f"{key}={value}"]
+        args += [app_uri, *channel.bootstrap_args(), *spec.application_args]
+        return {
+            "Name": spec.name,
+            "ActionOnFailure": "CONTINUE",  # a failed job must not stop a shared cluster
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args},
+        }
+
+    def submit(self, spec: JobSpec, channel: Channel) -> RunHandle:
+        section = self.validate_profile(spec.profile)
+        cluster_id = self.cluster_id(section)
+        app_uri, code_uri = self.upload_artifacts(spec, section["s3_root"])
+        step = self.step(spec, section, app_uri, code_uri, channel)
+        (step_id,) = self._emr().add_job_flow_steps(job_flow_id=cluster_id, steps=[step])
+        self.log.info("Added step %s (%s) to EMR cluster %s", step_id, spec.name, cluster_id)
+        return self._handle(cluster_id, step_id, spec.name, channel)
+
+    def _handle(self, cluster_id: str, step_id: str, step_name: str, channel: Channel) -> RunHandle:
+        return {
+            "engine": self.name,
+            "cluster_id": cluster_id,
+            "step_id": step_id,
+            "step_name": step_name,
+            "channel_uri": channel.uri,
+            "aws_conn_id": self.aws_conn_id,
+        }
+
+    def find_active_run(self, spec: JobSpec) -> RunHandle | None:
+        """A step of this task instance (any try) still pending or running: Airflow 3 clears
+        XCom between tries, so it is found by its name."""
+        section = self.validate_profile(spec.profile)
+        cluster_id = self.cluster_id(section)
+        base = _try_base(spec.name)
+        paginator = self._emr().conn.get_paginator("list_steps")
+        for page in paginator.paginate(ClusterId=cluster_id, StepStates=_ACTIVE_STEP):
+            for step in page.get("Steps", []):
+                if _try_base(step["Name"]) == base:
+                    channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
+                    return self._handle(cluster_id, step["Id"], step["Name"], channel)
+        return None
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def _describe(self, handle: RunHandle) -> dict[str, Any]:
+        return self._emr().conn.describe_step(ClusterId=handle["cluster_id"], StepId=handle["step_id"])["Step"]
+
+    def _result(self, step: dict[str, Any]) -> RunResult:
+        status = step["Status"]
+        state = _STEP_RESULT.get(status["State"])
+        if state is None:
+            raise RuntimeError(f"EMR step {step['Id']} is still {status['State']}")
+        details = status.get("FailureDetails") or {}
+        reason = status.get("StateChangeReason", {}).get("Message", "")
+        message = "; ".join(
+            x
+            for x in (f"EMR step {step['Id']} {status['State']}", details.get("Reason"), details.get("Message"), reason)
+            if x
+        )
+        if details.get("LogFile"):
+            message += f" (log: {details['LogFile']})"
+        return RunResult(state, message)
+
+    def wait(self, handle: RunHandle) -> RunResult:
+        interval = float(self.options.get("poll_interval_seconds", 30))
+        while True:
+            step = self._describe(handle)
+            if step["Status"]["State"] in _STEP_RESULT:
+                return self._result(step)
+            time.sleep(interval)
+
+    def trigger(self, handle: RunHandle, poll_interval: float) -> BaseTrigger | None:
+        from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
+
+        return EmrStepSensorTrigger(
+            job_flow_id=handle["cluster_id"],
+            step_id=handle["step_id"],
+            waiter_delay=max(1, int(poll_interval)),
+            waiter_max_attempts=10**6,  # the task's execution_timeout bounds the wait
+            aws_conn_id=handle.get("aws_conn_id"),
+        )
+
+    def result_from_event(self, handle: RunHandle, event) -> RunResult:
+        # The trigger's event only says "done" or "error"; the step itself says how it ended.
+        return self._result(self._describe(handle))
+
+    # -- cancelling and logs -----------------------------------------------------------
+
+    def cancel(self, handle: RunHandle) -> None:
+        self.log.info("Cancelling EMR step %s on cluster %s", handle["step_id"], handle["cluster_id"])
+        self._emr().conn.cancel_steps(
+            ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption="SEND_INTERRUPT"
+        )
+
+    def fetch_logs(self, handle: RunHandle) -> list[str]:
+        """The step's stderr and stdout from the cluster's log URI. EMR uploads step logs
+        every few minutes, so wait for them a bounded time rather than report nothing."""
+        cluster = self._emr().conn.describe_cluster(ClusterId=handle["cluster_id"])["Cluster"]
+        log_uri = (cluster.get("LogUri") or "").replace("s3n://", "s3://").rstrip("/")
+        if not log_uri.startswith("s3://"):
+            return [f"(cluster {handle['cluster_id']} has no S3 log URI; step logs are on the master node)"]
+        bucket, _, prefix = log_uri.removeprefix("s3://").partition("/")
+        folder = f"{prefix}/{handle['cluster_id']}/steps/{handle['step_id']}".lstrip("/")
+        hook = self._s3()
+        deadline = time.monotonic() + float(self.options.get("log_wait_seconds", 300))
+        while True:
+            found = {name: f"{folder}/{name}.gz" for name in ("stderr", "stdout")}
+            found = {n: k for n, k in found.items() if hook.check_for_key(k, bucket_name=bucket)}
+            if found or time.monotonic() >= deadline:
+                break
+            time.sleep(10)
+        if not found:
+            return [f"(no step logs under s3://{bucket}/{folder}/ yet; EMR uploads them within ~5 minutes)"]
+        lines = []
+        for name, key in found.items():
+            text = gzip.decompress(hook.get_key(key, bucket_name=bucket).get()["Body"].read()).decode(
+                "utf-8", "replace"
+            )
+            lines += [f"--- {name} (s3://{bucket}/{key}) ---", *text.splitlines()[-_LOG_TAIL_LINES:]]
+        return lines

@@ -1,0 +1,54 @@
+"""Deferral: wait with the engine provider's own trigger, hand the run back with the event.
+
+``EngineRunTrigger`` wraps a provider trigger (``EmrStepSensorTrigger``,
+``DatabricksExecutionTrigger``, ...) and adds the run handle and the operator's run details
+to the event it fires. The task then resumes from the event alone, whoever resumes it: the
+triggerer passes ``defer(kwargs=...)`` along, but ``airflow dags test`` replaces them with the
+event, and a resumed task must still know which step or run to judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib import import_module
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def _import(classpath: str) -> type:
+    module, _, name = classpath.rpartition(".")
+    return getattr(import_module(module), name)
+
+
+class EngineRunTrigger(BaseTrigger):
+    def __init__(
+        self, inner_classpath: str, inner_kwargs: dict[str, Any], handle: dict[str, Any], meta: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        self.inner_classpath = inner_classpath
+        self.inner_kwargs = inner_kwargs
+        self.handle = handle
+        self.meta = meta
+
+    @classmethod
+    def wrap(cls, inner: BaseTrigger, handle: dict[str, Any], meta: dict[str, Any]) -> EngineRunTrigger:
+        classpath, kwargs = inner.serialize()
+        return cls(classpath, kwargs, handle, meta)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "inner_classpath": self.inner_classpath,
+                "inner_kwargs": self.inner_kwargs,
+                "handle": self.handle,
+                "meta": self.meta,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        inner = _import(self.inner_classpath)(**self.inner_kwargs)
+        async for event in inner.run():
+            yield TriggerEvent({"event": event.payload, "handle": self.handle, "meta": self.meta})
+            return
