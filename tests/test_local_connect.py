@@ -16,9 +16,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ROOT, TEST_JOBS, kill_session, operator_dag, wait_for
 
 from airflow_spark_portable.engines import local_connect
-from conftest import ROOT, TEST_JOBS, kill_session, operator_dag, wait_for
+from airflow_spark_portable.redaction import redacted
 
 spark = pytest.mark.spark
 
@@ -93,7 +94,7 @@ def test_code_version_follows_python_code_not_data(tmp_path):
 
 
 def test_secret_conf_values_are_redacted():
-    assert local_connect.redacted(["--conf", "spark.hadoop.fs.s3a.secret.key=abc", "a=b"]) == [
+    assert redacted(["--conf", "spark.hadoop.fs.s3a.secret.key=abc", "a=b"]) == [
         "--conf",
         "spark.hadoop.fs.s3a.secret.key=***",
         "a=b",

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_spark_portable.artifacts import build_code_bundle, file_digest
 from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
-from airflow_spark_portable.engines.local_connect import _SENSITIVE_KEY
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
+from airflow_spark_portable.redaction import is_sensitive
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -169,7 +169,7 @@ class EmrEngine(Engine):
             **spec.spark_conf,
             **section["conf"],
         }
-        secret = sorted(k for k in conf if _SENSITIVE_KEY.search(k))
+        secret = sorted(k for k in conf if is_sensitive(k))
         if secret:
             raise SparkPortableConfigError(
                 f"conf {secret}: secrets cannot travel as EMR step arguments (anyone with console access "

@@ -35,6 +35,7 @@ from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, En
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, LocalChannel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
+from airflow_spark_portable.redaction import redacted
 from airflow_spark_portable.runtime.job import CODE_VERSION_ENV, SESSION_CONF_ENV, SESSION_FILE_ENV, read_session_file
 
 _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
@@ -212,7 +213,7 @@ class LocalEngine(Engine):
                 handle.update(session_file=str(lease.session_file), server_dir=str(lease.server.state_dir))
             else:
                 cmd = self.command(spec)
-            self.log.info("Running: %s", " ".join(local_connect.redacted(cmd)))
+            self.log.info("Running: %s", " ".join(redacted(cmd)))
             self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
             proc = subprocess.Popen(  # an argument list: no shell ever sees templated values
                 cmd,
@@ -243,7 +244,7 @@ class LocalEngine(Engine):
         """The job as a plain Python process on the leased server (``connect`` mode)."""
         _, session_conf = local_connect.split_conf(spec.spark_conf)
         for what, conf in (("Server", server_spec.conf), ("Session", session_conf)):
-            shown = local_connect.redacted([f"{k}={v}" for k, v in sorted(conf.items())])
+            shown = redacted([f"{k}={v}" for k, v in sorted(conf.items())])
             self.log.info("%s conf: %s", what, " ".join(shown) or "none")
         env.update(
             SPARK_REMOTE=lease.server.remote,

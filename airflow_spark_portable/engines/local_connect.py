@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import signal
 import socket
@@ -43,6 +42,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
+
+from airflow_spark_portable.redaction import redacted
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 _START_TIMEOUT_SECONDS = 180.0
@@ -75,19 +76,6 @@ _SERVER_DEFAULTS = {
     # nobody reattaches to; Spark interrupts such executions after this long.
     "spark.connect.execute.manager.detachedTimeout": "60s",
 }
-
-
-# Conf keys whose values must not reach a log (s3a keys, tokens, passwords).
-_SENSITIVE_KEY = re.compile(r"secret|password|passwd|token|credential|access\.?key|api\.?key", re.IGNORECASE)
-
-
-def redacted(args: list[str]) -> list[str]:
-    """``key=value`` arguments with the values of secret-looking keys shown as ***."""
-    out = []
-    for arg in args:
-        key, sep, _ = arg.partition("=")
-        out.append(f"{key}=***" if sep and _SENSITIVE_KEY.search(key) else arg)
-    return out
 
 
 def split_conf(conf: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:

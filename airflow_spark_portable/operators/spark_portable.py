@@ -297,8 +297,11 @@ class SparkPortableOperator(BaseOperator):
                 self.log.info("[job] %s", message.get("text", ""))
         ok = result.state == SUCCEEDED and report.completed and report.failure is None
         if not ok and not engine.streams_output and result.state != CANCELLED:  # a kill must end fast
-            for line in engine.fetch_logs(handle):
-                self.log.info("[driver] %s", line)
+            try:
+                for line in engine.fetch_logs(handle):
+                    self.log.info("[driver] %s", line)
+            except Exception as exc:  # the job's failure, below, matters more than its log
+                self.log.warning("Could not fetch the driver log from %s: %s", engine.name, exc)
         if not ok:
             raise SparkJobFailed(self._failure_text(result, report, meta))
         metrics = dict(report.metrics)
