@@ -131,8 +131,8 @@ class S3Channel(Channel):
     def __init__(self, prefix_uri: str, aws_conn_id: str | None = "aws_default") -> None:
         from airflow_spark_portable.runtime.transport import _bucket_key
 
-        self.bucket, key = _bucket_key(prefix_uri.rstrip("/") + "/x")
-        self.prefix = key[:-1]  # "runs/<name>/"
+        self.bucket, key = _bucket_key(prefix_uri)
+        self.prefix = key.rstrip("/") + "/"  # "runs/<name>/"
         self.aws_conn_id = aws_conn_id
         self._last_key = ""
 

@@ -122,7 +122,7 @@ def test_a_deferred_task_frees_its_worker_and_resumes_when_the_step_ends(dag_run
     source = _emr_dag("emr_deferred", "probe_job.py", deferrable=True)
     outcome = dag_runner.run("emr_deferred", source, env=_env(project))
     assert outcome.task_state == "success", outcome.output[-4000:]
-    assert "deferr" in outcome.output.lower()
+    assert "Deferring: the worker slot is free while emr runs the job" in outcome.output
     assert outcome.metrics["rows"] == 42
 
 

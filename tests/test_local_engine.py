@@ -65,6 +65,8 @@ def test_a_raising_job_fails_the_task_with_its_error_text(dag_runner):
     assert outcome.task_state == "failed"
     assert "failed: ValueError: seed file steel.csv has no 'url' column" in outcome.output
     assert "Job traceback" in outcome.output and 'raise ValueError("seed file' in outcome.output
+    # it ended its own queries: its warm Connect session is kept for the next job
+    assert "Interrupted and closed the job's Spark Connect session" not in outcome.output
 
 
 @spark

@@ -51,6 +51,10 @@ def _try_base(step_name: str) -> str:
 class EmrEngine(Engine):
     name = "emr"
 
+    def __init__(self, options=None, log=None) -> None:
+        super().__init__(options, log)
+        self._clusters: dict[tuple, str] = {}
+
     @classmethod
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
         section, where = cls.profile_section(profile, _SECTION_KEYS)
@@ -120,7 +124,14 @@ class EmrEngine(Engine):
     # -- submitting ---------------------------------------------------------------------
 
     def cluster_id(self, section: dict[str, Any]) -> str:
-        """The target cluster, checked to be up (a terminated cluster would queue nothing)."""
+        """The target cluster, checked to be up (a terminated cluster would queue nothing).
+        Looked up once per task try: the reattach check and the submit share it."""
+        key = (section["cluster_id"], section["cluster_name"])
+        if key not in self._clusters:
+            self._clusters[key] = self._find_cluster(section)
+        return self._clusters[key]
+
+    def _find_cluster(self, section: dict[str, Any]) -> str:
         from botocore.exceptions import ClientError
 
         self.check_connection()

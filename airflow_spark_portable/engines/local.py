@@ -271,7 +271,9 @@ class LocalEngine(Engine):
         finally:
             # Also reached on KeyboardInterrupt (Airflow's first signal is SIGINT).
             local_connect.stop_group(proc, _KILL_GRACE_SECONDS)
-            if proc.returncode != 0:  # a job that did not end cleanly may have left work running
+            # Killed by a signal, the job had no chance to finish its query; one that raised
+            # or exited did (Connect queries are synchronous), and keeps its warm session.
+            if proc.returncode is not None and proc.returncode < 0:
                 self._interrupt_session(handle)
             slot, lease = proc._spark_portable_hold  # type: ignore[attr-defined]
             if lease is not None:

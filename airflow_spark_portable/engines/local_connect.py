@@ -161,13 +161,7 @@ class Server:
             return None
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return _port_open(self.port)
+        return _pid_alive(self.pid) and _port_open(self.port)
 
 
 class Lease:
@@ -326,8 +320,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, someone else's
+        pass
     return True
 
 
