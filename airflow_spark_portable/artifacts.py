@@ -28,10 +28,6 @@ class CodeBundle:
     sha256: str
     files: tuple[str, ...]
 
-    @property
-    def name(self) -> str:
-        return f"code-{self.sha256[:20]}.zip"
-
 
 def _python_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and not p.name.startswith("."))
@@ -69,7 +65,3 @@ def build_code_bundle(code_root: Path) -> CodeBundle:
             archive.writestr(info, entries[name])
     data = buffer.getvalue()
     return CodeBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(sorted(entries)))
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

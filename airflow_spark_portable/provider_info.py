@@ -15,6 +15,8 @@ _OPTIONS = {
     "and reused (fast); 'submit' runs one spark-submit per task (a JVM start, ~20 s, each).",
     "local_connect_idle_timeout": "Local engine, connect mode: seconds a Spark Connect server stays up "
     "after its last job ended.",
+    "price_table": "YAML price table for cost estimates (USD per instance-hour by region). Empty: the "
+    "bundled airflow_spark_portable/prices/aws.yaml.",
 }
 
 
@@ -32,7 +34,10 @@ def get_provider_info() -> dict:
             }
         ],
         "connection-types": [],
-        "extra-links": [],
+        "extra-links": [
+            "airflow_spark_portable.links.SparkRunLink",
+            "airflow_spark_portable.links.SparkLogsLink",
+        ],
         "config": {
             SECTION: {
                 "description": "Settings of the airflow-spark-portable provider.",

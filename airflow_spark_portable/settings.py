@@ -21,6 +21,7 @@ DEFAULTS: dict[str, str] = {
     "local_max_parallel": "",
     "local_mode": "connect",
     "local_connect_idle_timeout": "600",
+    "price_table": "",
 }
 
 LOCAL_MODES = ("connect", "submit")
@@ -47,6 +48,11 @@ def project_root() -> Path | None:
 
 def profiles_file() -> Path | None:
     value = get("profiles_file")
+    return Path(value).expanduser() if value else None
+
+
+def price_table() -> Path | None:
+    value = get("price_table")
     return Path(value).expanduser() if value else None
 
 

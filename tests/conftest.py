@@ -103,6 +103,11 @@ class DagRunOutcome:
     def metrics(self) -> dict[str, Any] | None:
         return self.result.get("xcom", {}).get("job[-1]")
 
+    @property
+    def xcom_keys(self) -> dict[str, Any]:
+        """The one task's XComs other than its return value (e.g. extra-link URLs)."""
+        return self.result.get("xcom_keys", {}).get("job[-1]", {})
+
 
 class DagRunner:
     def __init__(self, home: Path) -> None:

@@ -48,3 +48,21 @@ def test_local_extra_installs_what_the_jobs_need():
         if line.strip() and not line.startswith("#")
     }
     assert jobs <= local, f"add {sorted(jobs - local)} to the [local] extra in setup.cfg"
+
+
+def test_the_extra_links_are_registered_and_serialised_with_their_xcom_keys():
+    from airflow_spark_portable.links import SparkLogsLink, SparkRunLink
+    from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
+    from airflow_spark_portable.provider_info import get_provider_info
+
+    assert get_provider_info()["extra-links"] == [
+        "airflow_spark_portable.links.SparkRunLink",
+        "airflow_spark_portable.links.SparkLogsLink",
+    ]
+    op = SparkPortableOperator(task_id="t", application="jobs/nodes.py")
+    # what Airflow serialises and the UI reads: link name -> the XCom key holding the URL
+    assert {link.name: link.xcom_key for link in op.operator_extra_links} == {
+        "Spark run": "spark_portable_run_url",
+        "Spark logs": "spark_portable_logs_url",
+    }
+    assert SparkRunLink().xcom_key == "spark_portable_run_url" and SparkLogsLink().kind == "logs"

@@ -8,7 +8,9 @@ The operator calls, in order::
           or engine.submit(spec, channel)
     engine.trigger(handle)  -> defer          # remote engines, when deferrable
     engine.wait(handle)     -> RunResult      # otherwise (and the local engine always)
-    engine.fetch_logs(handle)                 # remote stdout/stderr into the task log
+    engine.links(handle)                      # console URLs -> the task's extra links
+    engine.fetch_logs(handle, succeeded)      # remote stdout/stderr into the task log
+    engine.cost(handle)                       # estimate -> the task's metrics
     engine.cancel(handle)                     # on_kill / mark failed
 
 Engine modules import their SDKs (boto3, databricks) inside methods, never at module
@@ -119,9 +121,17 @@ class Engine(ABC):
     @abstractmethod
     def cancel(self, handle: RunHandle) -> None: ...
 
-    def fetch_logs(self, handle: RunHandle) -> list[str]:
+    def fetch_logs(self, handle: RunHandle, succeeded: bool) -> list[str]:
         """The run's driver stdout/stderr, for engines whose output is not streamed live."""
         return []
+
+    def links(self, handle: RunHandle) -> dict[str, str]:
+        """``{"run": url, "logs": url}`` for the task's extra links (either may be missing)."""
+        return {}
+
+    def cost(self, handle: RunHandle) -> dict[str, Any] | None:
+        """An estimate of what the run cost (``costs.py``), or None if this engine has none."""
+        return None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")

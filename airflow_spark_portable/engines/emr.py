@@ -9,23 +9,32 @@ code bundle under content-hashed S3 keys, the context and message URIs as step a
 Profile section ``emr``::
 
     emr:
-      cluster_id: j-XXXXXXXX           # or cluster_name: an active cluster's name
+      cluster_id: j-XXXXXXXX           # an existing cluster; or cluster_name: an active one's name;
+                                       # or cluster: {...} a transient cluster per task try
+                                       # (emr_cluster.py has its keys)
       s3_root: s3://bucket/spark-portable   # artifacts/ and runs/ live under it
       deploy_mode: client              # client (default): driver output is the step's log
       python: python3                  # the cluster's Python for the driver and workers
       conf: {spark.dynamicAllocation.enabled: "true"}
 
-``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``poll_interval_seconds``
-(synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's log upload).
+``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``emr_conn_id`` (an Amazon EMR
+connection whose extra is the base RunJobFlow config for transient clusters; default none),
+``poll_interval_seconds``
+(synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's log upload after a
+failure, default 300) and ``success_log_wait_seconds`` (after a success, default 60).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_portable.artifacts import build_code_bundle, file_digest
+from airflow_spark_portable.artifacts import build_code_bundle
+from airflow_spark_portable.costs import InstanceUsage, PriceTable
+from airflow_spark_portable.engines import emr_cluster
 from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
@@ -35,7 +44,7 @@ from airflow_spark_portable.redaction import is_sensitive
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
-_SECTION_KEYS = {"cluster_id", "cluster_name", "s3_root", "deploy_mode", "python", "conf"}
+_SECTION_KEYS = {"cluster_id", "cluster_name", "cluster", "s3_root", "deploy_mode", "python", "conf"}
 _ACTIVE_CLUSTER = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 _ACTIVE_STEP = ["PENDING", "RUNNING"]
 _STEP_RESULT = {"COMPLETED": SUCCEEDED, "CANCELLED": CANCELLED, "INTERRUPTED": CANCELLED, "FAILED": FAILED}
@@ -58,11 +67,11 @@ class EmrEngine(Engine):
     @classmethod
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
         section, where = cls.profile_section(profile, _SECTION_KEYS)
-        targets = [k for k in ("cluster_id", "cluster_name") if section.get(k)]
+        targets = [k for k in ("cluster_id", "cluster_name", "cluster") if section.get(k)]
         if len(targets) != 1:
             raise SparkPortableConfigError(
-                f"{where} must name exactly one cluster: cluster_id (j-...) or cluster_name (an active "
-                f"cluster's name); it has {targets or 'neither'}. Transient clusters are not built yet"
+                f"{where} must name exactly one cluster: cluster_id (j-...), cluster_name (an active "
+                f"cluster's name) or cluster (a transient cluster per task); it has {targets or 'none'}"
             )
         s3_root = str(section.get("s3_root") or "").rstrip("/")
         if not s3_root.startswith("s3://") or len(s3_root) <= len("s3://"):
@@ -73,9 +82,11 @@ class EmrEngine(Engine):
         deploy_mode = section.get("deploy_mode", "client")
         if deploy_mode not in ("client", "cluster"):
             raise SparkPortableConfigError(f"{where}: deploy_mode = {deploy_mode!r} must be client or cluster")
+        cluster = section.get("cluster")
         return {
             "cluster_id": section.get("cluster_id"),
             "cluster_name": section.get("cluster_name"),
+            "cluster": emr_cluster.validate(cluster, where, s3_root) if cluster else None,
             "s3_root": s3_root,
             "deploy_mode": deploy_mode,
             "python": str(section.get("python", "python3")),
@@ -91,7 +102,8 @@ class EmrEngine(Engine):
     def _emr(self):
         from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
-        return EmrHook(aws_conn_id=self.aws_conn_id)
+        # emr_conn_id: the provider's optional base RunJobFlow config for transient clusters
+        return EmrHook(aws_conn_id=self.aws_conn_id, emr_conn_id=self.options.get("emr_conn_id"))
 
     def check_connection(self) -> None:
         """A named connection must exist. (The provider quietly falls back to the worker's own
@@ -151,22 +163,48 @@ class EmrEngine(Engine):
             raise SparkPortableConfigError(f"EMR cluster {section['cluster_id']} is {state}; it cannot run steps")
         return section["cluster_id"]
 
-    def upload_artifacts(self, spec: JobSpec, s3_root: str) -> tuple[str, str]:
-        """(job file URI, code bundle URI), each under a key named by its content: uploaded
-        once, never overwritten, so concurrent runs cannot race on a mutable key."""
+    def put_artifact(self, s3_root: str, name: str, data: bytes) -> str:
+        """Upload ``data`` under a key named by its content (``artifacts/<sha>/<name>``):
+        uploaded once, never overwritten, so concurrent runs cannot race on a mutable key."""
         bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
-        prefix = f"{prefix}/artifacts" if prefix else "artifacts"
-        bundle = build_code_bundle(spec.code_root)
-        app_key = f"{prefix}/{file_digest(spec.application)[:20]}/{spec.application.name}"
-        code_key = f"{prefix}/{bundle.name}"
+        key = f"{prefix}/artifacts/{hashlib.sha256(data).hexdigest()[:20]}/{name}".lstrip("/")
         hook = self._s3()
-        for key, data in ((app_key, spec.application.read_bytes()), (code_key, bundle.data)):
-            if hook.check_for_key(key, bucket_name=bucket):
-                self.log.info("Artifact unchanged, not uploaded: s3://%s/%s", bucket, key)
-            else:
-                hook.load_bytes(data, key=key, bucket_name=bucket, replace=False)
-                self.log.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, len(data))
-        return f"s3://{bucket}/{app_key}", f"s3://{bucket}/{code_key}"
+        if hook.check_for_key(key, bucket_name=bucket):
+            self.log.info("Artifact unchanged, not uploaded: s3://%s/%s", bucket, key)
+        else:
+            hook.load_bytes(data, key=key, bucket_name=bucket, replace=False)
+            self.log.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, len(data))
+        return f"s3://{bucket}/{key}"
+
+    def upload_artifacts(self, spec: JobSpec, s3_root: str) -> tuple[str, str]:
+        """(job file URI, code bundle URI)."""
+        bundle = build_code_bundle(spec.code_root)
+        return (
+            self.put_artifact(s3_root, spec.application.name, spec.application.read_bytes()),
+            self.put_artifact(s3_root, "code.zip", bundle.data),
+        )
+
+    def requirements_bootstrap(self, spec: JobSpec, section: dict[str, Any]) -> list[dict[str, Any]]:
+        """The bootstrap action that pip-installs ``python_requirements`` on every node."""
+        relative = section["cluster"]["python_requirements"]
+        if not relative:
+            return []
+        path = spec.code_root / relative
+        if not path.is_file():
+            raise SparkPortableConfigError(
+                f"profile {spec.profile.name!r}: emr.cluster.python_requirements = {relative!r} is not a file "
+                f"under the project root {spec.code_root}"
+            )
+        requirements = self.put_artifact(section["s3_root"], "requirements.txt", path.read_bytes())
+        script = self.put_artifact(
+            section["s3_root"], "install-requirements.sh", emr_cluster.REQUIREMENTS_BOOTSTRAP.encode()
+        )
+        return [
+            {
+                "Name": "spark-portable: python requirements",
+                "ScriptBootstrapAction": {"Path": script, "Args": [section["python"], requirements]},
+            }
+        ]
 
     def step(self, spec: JobSpec, section: dict[str, Any], app_uri: str, code_uri: str, channel: Channel) -> dict:
         if spec.env:
@@ -198,35 +236,71 @@ class EmrEngine(Engine):
 
     def submit(self, spec: JobSpec, channel: Channel) -> RunHandle:
         section = self.validate_profile(spec.profile)
+        if section["cluster"] is not None:
+            return self._submit_transient(spec, section, channel)
         cluster_id = self.cluster_id(section)
         app_uri, code_uri = self.upload_artifacts(spec, section["s3_root"])
         step = self.step(spec, section, app_uri, code_uri, channel)
         (step_id,) = self._emr().add_job_flow_steps(job_flow_id=cluster_id, steps=[step])
         self.log.info("Added step %s (%s) to EMR cluster %s", step_id, spec.name, cluster_id)
-        return self._handle(cluster_id, step_id, spec.name, channel)
+        return self._handle(cluster_id, step_id, spec.name, channel, transient=False)
 
-    def _handle(self, cluster_id: str, step_id: str, step_name: str, channel: Channel) -> RunHandle:
+    def _submit_transient(self, spec: JobSpec, section: dict[str, Any], channel: Channel) -> RunHandle:
+        """A cluster of its own for this task try, created with the step in it: it ends when
+        the step ends, so an Airflow outage cannot leave it running."""
+        from botocore.exceptions import ClientError, ParamValidationError
+
+        self.check_connection()
+        app_uri, code_uri = self.upload_artifacts(spec, section["s3_root"])
+        step = self.step(spec, section, app_uri, code_uri, channel)
+        request = emr_cluster.run_job_flow_request(
+            section["cluster"], spec.name, step, spec.tags, self.requirements_bootstrap(spec, section)
+        )
+        hook = self._emr()
+        try:
+            cluster_id = hook.create_job_flow(request)["JobFlowId"]
+        except (ClientError, ParamValidationError) as exc:
+            raise SparkPortableConfigError(
+                f"profile {spec.profile.name!r}: EMR refused the cluster from section emr.cluster: {exc}"
+            ) from None
+        steps = hook.conn.list_steps(ClusterId=cluster_id)["Steps"]
+        step_id = next(s["Id"] for s in steps if s["Name"] == spec.name)
+        self.log.info("Started transient EMR cluster %s running step %s (%s)", cluster_id, step_id, spec.name)
+        return self._handle(cluster_id, step_id, spec.name, channel, transient=True)
+
+    def _handle(self, cluster_id: str, step_id: str, step_name: str, channel: Channel, transient: bool) -> RunHandle:
         return {
             "engine": self.name,
             "cluster_id": cluster_id,
             "step_id": step_id,
             "step_name": step_name,
+            "transient": transient,
             "channel_uri": channel.uri,
             "aws_conn_id": self.aws_conn_id,
         }
 
     def find_active_run(self, spec: JobSpec) -> RunHandle | None:
         """A step of this task instance (any try) still pending or running: Airflow 3 clears
-        XCom between tries, so it is found by its name."""
+        XCom between tries, so it is found by its name (a transient cluster has the step's)."""
         section = self.validate_profile(spec.profile)
-        cluster_id = self.cluster_id(section)
         base = _try_base(spec.name)
-        paginator = self._emr().conn.get_paginator("list_steps")
-        for page in paginator.paginate(ClusterId=cluster_id, StepStates=_ACTIVE_STEP):
-            for step in page.get("Steps", []):
-                if _try_base(step["Name"]) == base:
-                    channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
-                    return self._handle(cluster_id, step["Id"], step["Name"], channel)
+        conn = self._emr().conn
+        if section["cluster"] is None:
+            clusters = [(self.cluster_id(section), False)]
+        else:
+            self.check_connection()
+            clusters = [
+                (cluster["Id"], True)
+                for page in conn.get_paginator("list_clusters").paginate(ClusterStates=_ACTIVE_CLUSTER)
+                for cluster in page.get("Clusters", [])
+                if _try_base(cluster["Name"]) == base
+            ]
+        for cluster_id, transient in clusters:
+            for page in conn.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=_ACTIVE_STEP):
+                for step in page.get("Steps", []):
+                    if _try_base(step["Name"]) == base:
+                        channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
+                        return self._handle(cluster_id, step["Id"], step["Name"], channel, transient)
         return None
 
     # -- waiting ------------------------------------------------------------------------
@@ -234,18 +308,25 @@ class EmrEngine(Engine):
     def _describe(self, handle: RunHandle) -> dict[str, Any]:
         return self._emr().conn.describe_step(ClusterId=handle["cluster_id"], StepId=handle["step_id"])["Step"]
 
-    def _result(self, step: dict[str, Any]) -> RunResult:
+    def _result(self, handle: RunHandle, step: dict[str, Any]) -> RunResult:
         status = step["Status"]
         state = _STEP_RESULT.get(status["State"])
         if state is None:
             raise RuntimeError(f"EMR step {step['Id']} is still {status['State']}")
         details = status.get("FailureDetails") or {}
-        reason = status.get("StateChangeReason", {}).get("Message", "")
-        message = "; ".join(
-            x
-            for x in (f"EMR step {step['Id']} {status['State']}", details.get("Reason"), details.get("Message"), reason)
-            if x
-        )
+        reason = (status.get("StateChangeReason") or {}).get("Message", "")
+        parts = [f"EMR step {step['Id']} {status['State']}", details.get("Reason"), details.get("Message"), reason]
+        if state != SUCCEEDED and handle.get("transient"):
+            # A transient cluster that failed (bootstrap, capacity) cancels its step: that is
+            # a failure with the cluster's reason, not a user's cancellation.
+            cluster = self._emr().conn.describe_cluster(ClusterId=handle["cluster_id"])["Cluster"]["Status"]
+            if cluster["State"] == "TERMINATED_WITH_ERRORS":
+                state = FAILED
+                change = cluster.get("StateChangeReason") or {}
+                parts.append(
+                    f"cluster {handle['cluster_id']} {change.get('Code', 'failed')}: {change.get('Message', '')}"
+                )
+        message = "; ".join(x for x in parts if x)
         if details.get("LogFile"):
             message += f" (log: {details['LogFile']})"
         return RunResult(state, message)
@@ -255,7 +336,7 @@ class EmrEngine(Engine):
         while True:
             step = self._describe(handle)
             if step["Status"]["State"] in _STEP_RESULT:
-                return self._result(step)
+                return self._result(handle, step)
             time.sleep(interval)
 
     def trigger(self, handle: RunHandle, poll_interval: float) -> BaseTrigger | None:
@@ -271,27 +352,55 @@ class EmrEngine(Engine):
 
     def result_from_event(self, handle: RunHandle, event) -> RunResult:
         # The trigger's event only says "done" or "error"; the step itself says how it ended.
-        return self._result(self._describe(handle))
+        return self._result(handle, self._describe(handle))
 
     # -- cancelling and logs -----------------------------------------------------------
 
     def cancel(self, handle: RunHandle) -> None:
         self.log.info("Cancelling EMR step %s on cluster %s", handle["step_id"], handle["cluster_id"])
-        self._emr().conn.cancel_steps(
-            ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption="SEND_INTERRUPT"
-        )
+        conn = self._emr().conn
+        try:
+            conn.cancel_steps(
+                ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption="SEND_INTERRUPT"
+            )
+        finally:  # a transient cluster exists for this step only: never leave it billing
+            if handle.get("transient"):
+                self.log.info("Terminating transient EMR cluster %s", handle["cluster_id"])
+                conn.terminate_job_flows(JobFlowIds=[handle["cluster_id"]])
 
-    def fetch_logs(self, handle: RunHandle) -> list[str]:
-        """The step's stderr and stdout from the cluster's log URI. EMR uploads step logs
-        every few minutes, so wait for them a bounded time rather than report nothing."""
+    # -- logs, links, cost -------------------------------------------------------------
+
+    def _log_folder(self, handle: RunHandle) -> tuple[str, str] | None:
+        """(bucket, key prefix) of the step's logs, or None without an S3 log URI."""
         cluster = self._emr().conn.describe_cluster(ClusterId=handle["cluster_id"])["Cluster"]
         log_uri = (cluster.get("LogUri") or "").replace("s3n://", "s3://").rstrip("/")
         if not log_uri.startswith("s3://"):
-            return [f"(cluster {handle['cluster_id']} has no S3 log URI; step logs are on the master node)"]
+            return None
         bucket, _, prefix = log_uri.removeprefix("s3://").partition("/")
-        folder = f"{prefix}/{handle['cluster_id']}/steps/{handle['step_id']}".lstrip("/")
+        return bucket, f"{prefix}/{handle['cluster_id']}/steps/{handle['step_id']}".lstrip("/")
+
+    def links(self, handle: RunHandle) -> dict[str, str]:
+        region = self._emr().conn.meta.region_name
+        links = {
+            "run": f"https://console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{handle['cluster_id']}"
+        }
+        folder = self._log_folder(handle)
+        if folder:
+            links["logs"] = f"https://console.aws.amazon.com/s3/buckets/{folder[0]}?region={region}&prefix={folder[1]}/"
+        return links
+
+    def fetch_logs(self, handle: RunHandle, succeeded: bool) -> list[str]:
+        """The step's stderr and stdout from the cluster's log URI. EMR uploads step logs
+        every few minutes, so wait for them a bounded time rather than report nothing."""
+        located = self._log_folder(handle)
+        if located is None:
+            return [f"(cluster {handle['cluster_id']} has no S3 log URI; step logs are on the master node)"]
+        bucket, folder = located
         hook = self._s3()
-        deadline = time.monotonic() + float(self.options.get("log_wait_seconds", 300))
+        wait = (
+            self.options.get("success_log_wait_seconds", 60) if succeeded else self.options.get("log_wait_seconds", 300)
+        )
+        deadline = time.monotonic() + float(wait)
         while True:
             found = {name: f"{folder}/{name}.gz" for name in ("stderr", "stdout")}
             found = {n: k for n, k in found.items() if hook.check_for_key(k, bucket_name=bucket)}
@@ -307,3 +416,33 @@ class EmrEngine(Engine):
             )
             lines += [f"--- {name} (s3://{bucket}/{key}) ---", *text.splitlines()[-_LOG_TAIL_LINES:]]
         return lines
+
+    def cost(self, handle: RunHandle) -> dict[str, Any]:
+        """Instance-hours x (EC2 + EMR) from the price table. A transient cluster is the task's
+        alone: every instance from launch to termination (or now, while it shuts down). On a
+        shared cluster the step is charged the whole cluster while it ran (an upper bound when
+        steps run concurrently)."""
+        conn = self._emr().conn
+        now = datetime.now(timezone.utc)
+        timeline = self._describe(handle)["Status"].get("Timeline") or {}
+        if handle.get("transient"):
+            window, basis = (None, None), "transient cluster: all its instances from launch to termination"
+        else:
+            window = (timeline.get("StartDateTime"), timeline.get("EndDateTime") or now)
+            basis = "shared cluster: all its instances while the step ran"
+        usage = []
+        for page in conn.get_paginator("list_instances").paginate(ClusterId=handle["cluster_id"]):
+            for instance in page.get("Instances", []):
+                times = (instance.get("Status") or {}).get("Timeline") or {}
+                start, end = times.get("CreationDateTime"), times.get("EndDateTime") or now
+                if start is None:
+                    continue
+                if window[0] is not None:
+                    start, end = max(start, window[0]), min(end, window[1])
+                seconds = max(0.0, (end - start).total_seconds())
+                usage.append(
+                    InstanceUsage(
+                        instance.get("InstanceType", "?"), instance.get("Market", "ON_DEMAND"), seconds / 3600
+                    )
+                )
+        return PriceTable.load().emr_estimate(conn.meta.region_name, usage, basis)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_spark_portable import settings
+from airflow_spark_portable import links, settings
 from airflow_spark_portable.engines import check_engine_name, get_engine_class
 from airflow_spark_portable.engines.base import CANCELLED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult, run_name
 from airflow_spark_portable.exceptions import SparkJobFailed, SparkPortableConfigError
@@ -90,6 +90,7 @@ class SparkPortableOperator(BaseOperator):
         "engine_options",
     )
     template_fields_renderers = {"conf": "json", "partition": "json", "inputs": "json", "extras": "json"}
+    operator_extra_links = links.ALL
     ui_color = "#fdd9a8"
 
     def __init__(
@@ -149,7 +150,9 @@ class SparkPortableOperator(BaseOperator):
         try:
             json.dumps(extras, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise SparkPortableConfigError(f"extras must be JSON values (strings, numbers, lists, dicts): {exc}") from None
+            raise SparkPortableConfigError(
+                f"extras must be JSON values (strings, numbers, lists, dicts): {exc}"
+            ) from None
         return JobContext(
             engine=engine,
             profile=profile,
@@ -170,9 +173,7 @@ class SparkPortableOperator(BaseOperator):
 
     def _application_args(self) -> list[str]:
         if isinstance(self.application_args, (str, bytes)) or not isinstance(self.application_args, Sequence):
-            raise SparkPortableConfigError(
-                f"application_args must be a list of strings, got {self.application_args!r}"
-            )
+            raise SparkPortableConfigError(f"application_args must be a list of strings, got {self.application_args!r}")
         for arg in self.application_args:
             if isinstance(arg, (dict, list, tuple, set)) or arg is None:
                 raise SparkPortableConfigError(f"application_args item {arg!r} must be a string or number")
@@ -253,6 +254,7 @@ class SparkPortableOperator(BaseOperator):
             channel.write_context(spec.context)
             handle = engine.submit(spec, channel)
         self._engine, self._handle = engine, handle
+        self._push_links(context, engine, handle)
         if self.deferrable:
             trigger = engine.trigger(handle, self.poll_interval)
             if trigger is not None:
@@ -280,6 +282,20 @@ class SparkPortableOperator(BaseOperator):
         self._engine, self._handle = engine, handle
         return self._finish(engine, handle, engine.result_from_event(handle, event.get("event") or {}), meta, context)
 
+    def _push_links(self, context: Context, engine: Engine, handle: RunHandle) -> None:
+        """Console URLs of the run, as extra links (visible while it runs) and in the log."""
+        try:
+            urls = engine.links(handle)
+        except Exception as exc:  # a link is a convenience; the run matters
+            self.log.warning("Could not build the %s links: %s", engine.name, exc)
+            return
+        for link in links.ALL:
+            url = urls.get(link.kind)
+            if url:
+                self.log.info("%s: %s", link.name, url)
+                if self.do_xcom_push:
+                    context["ti"].xcom_push(key=link.key, value=url)
+
     def on_kill(self) -> None:
         if self._engine is not None and self._handle is not None:
             self._engine.cancel(self._handle)
@@ -296,12 +312,13 @@ class SparkPortableOperator(BaseOperator):
             for message in report.logs:
                 self.log.info("[job] %s", message.get("text", ""))
         ok = result.state == SUCCEEDED and report.completed and report.failure is None
-        if not ok and not engine.streams_output and result.state != CANCELLED:  # a kill must end fast
+        if not engine.streams_output and result.state != CANCELLED:  # a kill must end fast
             try:
-                for line in engine.fetch_logs(handle):
+                for line in engine.fetch_logs(handle, succeeded=ok):
                     self.log.info("[driver] %s", line)
-            except Exception as exc:  # the job's failure, below, matters more than its log
+            except Exception as exc:  # the job's outcome, below, matters more than its log
                 self.log.warning("Could not fetch the driver log from %s: %s", engine.name, exc)
+        cost = self._estimate_cost(engine, handle)
         if not ok:
             raise SparkJobFailed(self._failure_text(result, report, meta))
         metrics = dict(report.metrics)
@@ -311,10 +328,35 @@ class SparkPortableOperator(BaseOperator):
             "application": meta["application"],
             "run_name": meta["run_name"],
             "wall_seconds": round(time.time() - meta["started"], 3),
+            **({"cost": cost} if cost is not None else {}),
         }
         self.log.info("Job metrics:\n%s", json.dumps(metrics, indent=2, sort_keys=True, default=str))
         self._describe_outlets(context, meta, metrics)
         return metrics
+
+    def _estimate_cost(self, engine: Engine, handle: RunHandle) -> dict[str, Any] | None:
+        try:
+            cost = engine.cost(handle)
+        except Exception as exc:  # an estimate must never fail a run that did its work
+            self.log.warning("Could not estimate the cost of the %s run: %s", engine.name, exc)
+            return None
+        if cost is not None:
+            self.log.info(
+                "Estimated cost: %s %.4f (infrastructure %.4f + platform %.4f; %s; %s)",
+                cost["currency"],
+                cost["total"],
+                cost["infrastructure"],
+                cost["platform"],
+                cost["basis"],
+                cost["price_table"],
+            )
+            if cost.get("unpriced"):
+                self.log.warning(
+                    "Instance types missing from the price table, not in the estimate: %s (hours). Add them "
+                    "to the table ([spark_portable] price_table)",
+                    cost["unpriced"],
+                )
+        return cost
 
     def _describe_outlets(self, context: Context, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Tag this task's asset events with the partition it wrote, so lineage and

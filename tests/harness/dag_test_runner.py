@@ -28,10 +28,13 @@ def main() -> None:
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id).all()
         states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
-        xcoms = {
-            f"{row.task_id}[{row.map_index}]": XComModel.deserialize_value(row)
-            for row in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id, key="return_value")
-        }
+        xcoms, other_keys = {}, {}
+        for row in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id):
+            ti_name = f"{row.task_id}[{row.map_index}]"
+            if row.key == "return_value":
+                xcoms[ti_name] = XComModel.deserialize_value(row)
+            else:
+                other_keys.setdefault(ti_name, {})[row.key] = XComModel.deserialize_value(row)
         assets = []
         try:
             from airflow.models.asset import AssetEvent, AssetModel
@@ -42,8 +45,18 @@ def main() -> None:
         except ImportError:  # older layouts
             pass
     with open(result_path, "w") as fh:
-        json.dump({"run_id": run.run_id, "state": str(run.state), "tasks": states, "xcom": xcoms,
-                   "asset_events": assets}, fh, default=str)
+        json.dump(
+            {
+                "run_id": run.run_id,
+                "state": str(run.state),
+                "tasks": states,
+                "xcom": xcoms,
+                "xcom_keys": other_keys,
+                "asset_events": assets,
+            },
+            fh,
+            default=str,
+        )
 
 
 if __name__ == "__main__":

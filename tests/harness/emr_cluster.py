@@ -1,12 +1,17 @@
-"""An EMR cluster for tests: moto's EMR API (the real boto3/EmrHook code path talks to it over
-HTTP) plus a thread that plays the cluster's part, because moto never runs a step.
+"""EMR clusters for tests: moto's EMR API (the real boto3/EmrHook code path talks to it over
+HTTP) plus a thread that plays every cluster's part, because moto never runs anything.
 
-For each step the code under test adds, the thread reads the step's ``spark-submit``
-arguments back from moto, downloads the job file and the ``--py-files`` bundle from moto's
-S3, runs the same arguments with pyspark's local spark-submit (the job talks to moto's S3
-for its context and messages, as it would on EMR), uploads stdout/stderr gzipped where EMR
-puts step logs, and sets the step's state from the exit code. moto has no CancelSteps; the
-harness adds it (the step becomes CANCELLED and its local process is stopped).
+For each cluster it first runs the bootstrap actions (scripts downloaded from moto's S3, run
+with bash on a "node": a bin folder whose ``python3`` is this interpreter with a node-local
+site folder that pip installs into, ``aws s3 cp`` and ``sudo`` stand-ins); a failing action
+ends the cluster TERMINATED_WITH_ERRORS and cancels its steps, as EMR does. Then, for each
+step, it reads the ``spark-submit`` arguments back from moto, downloads the job file and the
+``--py-files`` bundle from moto's S3, runs the same arguments with pyspark's local
+spark-submit (the job talks to moto's S3 for its context and messages, as on EMR), uploads
+stdout/stderr gzipped where EMR puts step logs, and sets the step's state from the exit
+code. A cluster without KeepJobFlowAliveWhenNoSteps terminates when its steps are done.
+moto has no CancelSteps; the harness adds it (the step becomes CANCELLED and its local
+process is stopped).
 """
 
 from __future__ import annotations
@@ -56,7 +61,21 @@ def _backend():
     return emr_backends[DEFAULT_ACCOUNT_ID][REGION]
 
 
+_SHIMS = {
+    # EMR nodes have the AWS CLI; here `aws s3 cp` reads moto's S3 through boto3
+    "aws": f"""#!{sys.executable}
+import sys, boto3
+assert sys.argv[1:3] == ["s3", "cp"], sys.argv
+bucket, _, key = sys.argv[3].removeprefix("s3://").partition("/")
+boto3.client("s3").download_file(bucket, key, sys.argv[4])
+""",
+    "sudo": '#!/bin/sh\nexec "$@"\n',
+}
+
+
 class FakeCluster:
+    """A long-running cluster (``cluster_id``) and the player of every cluster in moto."""
+
     def __init__(self, endpoint: str, log_uri: str, name: str = "asp-test") -> None:
         self.endpoint = endpoint
         self.s3 = boto3.client("s3", region_name=REGION)
@@ -65,20 +84,34 @@ class FakeCluster:
             ReleaseLabel="emr-7.5.0",
             LogUri=log_uri,
             Applications=[{"Name": "Spark"}],
-            Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+            Instances={
+                "InstanceGroups": [
+                    {"InstanceRole": "MASTER", "InstanceType": "m5.xlarge", "InstanceCount": 1, "Market": "ON_DEMAND"},
+                    {"InstanceRole": "CORE", "InstanceType": "r5.2xlarge", "InstanceCount": 2, "Market": "ON_DEMAND"},
+                ],
+                "KeepJobFlowAliveWhenNoSteps": True,
+            },
             JobFlowRole="EMR_EC2_DefaultRole",
             ServiceRole="EMR_DefaultRole",
         )["JobFlowId"]
-        self.log_uri = log_uri.rstrip("/")
         self.hold = False  # when True, new steps stay RUNNING and are not run
         self.seen: dict[str, dict[str, Any]] = {}  # step id -> what the harness did
+        self.nodes: dict[str, Path] = {}  # cluster id -> its node folder (bin/, site/)
+        self.bootstrap_output: dict[str, str] = {}
         self._procs: dict[str, subprocess.Popen] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-emr", daemon=True)
         self._thread.start()
 
-    def steps(self) -> list:
-        return list(_backend().clusters[self.cluster_id].steps)
+    @staticmethod
+    def cluster(cluster_id: str):
+        return _backend().clusters[cluster_id]
+
+    def steps(self, cluster_id: str | None = None) -> list:
+        return list(self.cluster(cluster_id or self.cluster_id).steps)
+
+    def transient_clusters(self) -> list:
+        return [c for c in _backend().clusters.values() if c.id != self.cluster_id]
 
     def stop(self) -> None:
         self._stop.set()
@@ -89,14 +122,72 @@ class FakeCluster:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for step in self.steps():
-                if step.id not in self.seen and step.state in ("PENDING", "RUNNING") and not self.hold:
-                    self.seen[step.id] = {"args": list(step.args)}
-                    threading.Thread(target=self._run, args=(step,), daemon=True).start()
-                proc = self._procs.get(step.id)
-                if step.state == "CANCELLED" and proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
+            for cluster in list(_backend().clusters.values()):
+                if cluster.state.startswith("TERMINATED"):
+                    continue
+                if cluster.id not in self.nodes:
+                    self._boot(cluster)
+                    continue
+                for step in cluster.steps:
+                    if step.id not in self.seen and step.state in ("PENDING", "RUNNING") and not self.hold:
+                        self.seen[step.id] = {"args": list(step.args)}
+                        threading.Thread(target=self._run, args=(cluster, step), daemon=True).start()
+                    proc = self._procs.get(step.id)
+                    if step.state == "CANCELLED" and proc is not None and proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                if (
+                    not cluster.keep_job_flow_alive_when_no_steps
+                    and cluster.steps
+                    and all(s.state not in ("PENDING", "RUNNING") for s in cluster.steps)
+                ):
+                    self._terminate(cluster, "TERMINATED", "Steps completed")
             time.sleep(0.2)
+
+    @staticmethod
+    def _terminate(cluster, state: str, reason: str) -> None:
+        cluster.terminate()
+        cluster.state = state
+        cluster.last_state_change_reason = reason
+        for group in cluster.instance_groups:
+            group.end_date_time = cluster.end_datetime
+            group.state = "TERMINATED"
+
+    def _boot(self, cluster) -> None:
+        """Make the cluster's node and run its bootstrap actions on it, in order."""
+        node = Path(tempfile.mkdtemp(prefix=f"emr-node-{cluster.id}-"))
+        (node / "bin").mkdir()
+        (node / "site").mkdir()
+        shims = {
+            **_SHIMS,
+            "python3": (
+                f"#!/bin/sh\nexport PYTHONPATH={node / 'site'}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+                f'export PIP_TARGET={node / "site"}\nexec {sys.executable} "$@"\n'
+            ),
+        }
+        for name, text in shims.items():
+            (node / "bin" / name).write_text(text)
+            (node / "bin" / name).chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env["PATH"] = f"{node / 'bin'}:{env['PATH']}"
+        output = []
+        for i, action in enumerate(cluster.bootstrap_actions, 1):
+            script = Path(self._fetch(action.script_path, node))
+            proc = subprocess.run(
+                ["bash", str(script), *action.args], env=env, cwd=node, capture_output=True, text=True
+            )
+            output.append(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                self.bootstrap_output[cluster.id] = "".join(output)
+                for step in cluster.steps:
+                    step.state = "CANCELLED"
+                self._terminate(
+                    cluster,
+                    "TERMINATED_WITH_ERRORS",
+                    f"On the master instance, bootstrap action {i} returned a non-zero return code",
+                )
+                break
+        self.bootstrap_output[cluster.id] = "".join(output)
+        self.nodes[cluster.id] = node
 
     def _fetch(self, uri: str, folder: Path) -> str:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -104,8 +195,12 @@ class FakeCluster:
         self.s3.download_file(bucket, key, str(local))
         return str(local)
 
-    def _run(self, step) -> None:
+    def _run(self, cluster, step) -> None:
+        from moto.core.utils import utcnow
+
         record = self.seen[step.id]
+        python = str(self.nodes[cluster.id] / "bin" / "python3")
+        step.start_date_time = step.start_date_time or utcnow()
         args = list(step.args)
         assert args[0] == "spark-submit", args
         folder = Path(tempfile.mkdtemp(prefix=f"emr-{step.id}-"))
@@ -130,17 +225,13 @@ class FakeCluster:
         env = {
             **os.environ,
             "SPARK_HOME": str(pyspark_home()),
-            "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable,
-            "PYTHONPATH": "",  # only what the step ships (--py-files) and pyspark itself
+            "PYSPARK_PYTHON": python,
+            "PYSPARK_DRIVER_PYTHON": python,
+            "PYTHONPATH": "",  # only what the step ships (--py-files), pyspark and the node's installs
         }
         env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
-        # the step's --conf spark.pyspark.python=python3 names the cluster's Python; use ours
-        cmd = [a.replace("spark.pyspark.python=python3", f"spark.pyspark.python={sys.executable}") for a in cmd]
-        cmd = [
-            a.replace("spark.pyspark.driver.python=python3", f"spark.pyspark.driver.python={sys.executable}")
-            for a in cmd
-        ]
+        # the step's --conf spark.pyspark.python=python3 names the cluster's Python: the node's
+        cmd = [a.replace("python=python3", f"python={python}") if a.startswith("spark.pyspark.") else a for a in cmd]
         proc = subprocess.Popen(
             cmd, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
@@ -149,10 +240,11 @@ class FakeCluster:
         record.update(
             returncode=proc.returncode, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace")
         )
-        bucket, _, prefix = self.log_uri.removeprefix("s3://").partition("/")
+        bucket, _, prefix = cluster.log_uri.rstrip("/").removeprefix("s3://").partition("/")
         for name, data in (("stdout", out), ("stderr", err)):
-            key = f"{prefix}/{self.cluster_id}/steps/{step.id}/{name}.gz".lstrip("/")
+            key = f"{prefix}/{cluster.id}/steps/{step.id}/{name}.gz".lstrip("/")
             self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(data))
+        step.end_date_time = utcnow()
         if step.state == "CANCELLED":
             return
         if proc.returncode == 0:

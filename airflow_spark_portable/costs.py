@@ -1,0 +1,89 @@
+"""Cost estimates: measured instance-hours priced from a versioned table in the repo.
+
+The table (``prices/aws.yaml``, or the file ``[spark_portable] price_table`` names) holds USD
+per instance-hour by region and type: the EC2 price (infrastructure) and the platform's
+surcharge on top (the EMR fee). An estimate says which table priced it and lists any
+instance type the table lacks as unpriced rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airflow_spark_portable.exceptions import SparkPortableConfigError
+
+BUNDLED_TABLE = Path(__file__).parent / "prices" / "aws.yaml"
+
+
+@dataclass(frozen=True)
+class InstanceUsage:
+    instance_type: str
+    market: str  # ON_DEMAND | SPOT
+    hours: float
+
+
+class PriceTable:
+    def __init__(self, data: Mapping[str, Any], source: str) -> None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("regions"), Mapping):
+            raise SparkPortableConfigError(f"price table {source} must be a mapping with a 'regions:' mapping")
+        self.source = source
+        self.label = f"{Path(source).name} v{data.get('version', '?')} ({data.get('as_of', 'undated')})"
+        self.currency = str(data.get("currency", "USD"))
+        self.spot_factor = float(data.get("spot_factor", 1.0))
+        self.regions: Mapping[str, Mapping[str, Mapping[str, float]]] = data["regions"]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> PriceTable:
+        from airflow_spark_portable import settings
+
+        return _load(str(path or settings.price_table() or BUNDLED_TABLE))
+
+    def instance_price(self, region: str, instance_type: str) -> tuple[float, float] | None:
+        """(EC2, EMR) USD per on-demand hour, or None when the table lacks it."""
+        entry = (self.regions.get(region) or {}).get(instance_type)
+        if not entry:
+            return None
+        return float(entry.get("ec2", 0.0)), float(entry.get("emr", 0.0))
+
+    def emr_estimate(self, region: str, usage: Iterable[InstanceUsage], basis: str) -> dict[str, Any]:
+        infrastructure = platform = hours = 0.0
+        unpriced: dict[str, float] = {}
+        for item in usage:
+            hours += item.hours
+            price = self.instance_price(region, item.instance_type)
+            if price is None:
+                unpriced[item.instance_type] = round(unpriced.get(item.instance_type, 0.0) + item.hours, 4)
+                continue
+            ec2, emr = price
+            infrastructure += item.hours * ec2 * (self.spot_factor if item.market == "SPOT" else 1.0)
+            platform += item.hours * emr
+        total = infrastructure + platform
+        return {
+            "currency": self.currency,
+            "infrastructure": round(infrastructure, 6),
+            "platform": round(platform, 6),
+            "total": round(total, 6),
+            "platform_share": round(platform / total, 4) if total else 0.0,
+            "instance_hours": round(hours, 4),
+            "region": region,
+            "basis": basis,
+            "price_table": self.label,
+            "unpriced": unpriced,
+        }
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> PriceTable:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SparkPortableConfigError(
+            f"price table {path}: {exc}. Fix the file or unset [spark_portable] price_table to use the bundled one"
+        ) from None
+    return PriceTable(data, path)
