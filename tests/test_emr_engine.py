@@ -144,8 +144,10 @@ def test_a_failed_step_fails_the_task_with_the_error_and_the_step_log(dag_runner
 @spark
 def test_a_deferred_task_frees_its_worker_and_resumes_when_the_step_ends(dag_runner, cluster, tmp_path):
     project = _project(tmp_path, cluster.cluster_id)
-    source = _emr_dag("emr_deferred", "probe_job.py", deferrable=True)
-    outcome = dag_runner.run("emr_deferred", source, env=_env(project))
+    source = _emr_dag("emr_deferred", "probe_job.py")  # deferrable from [operators] default_deferrable
+    outcome = dag_runner.run(
+        "emr_deferred", source, env={**_env(project), "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true"}
+    )
     assert outcome.task_state == "success", outcome.output[-4000:]
     assert "Deferring: the worker slot is free while emr runs the job" in outcome.output
     assert outcome.metrics["rows"] == 42

@@ -16,7 +16,9 @@ except ImportError:  # Airflow 3.0
 
 
 def test_unknown_engine_literal_fails_at_construction():
-    with pytest.raises(SparkPortableConfigError, match=r"engine='spark' is not an engine; use one of: local, emr, databricks"):
+    with pytest.raises(
+        SparkPortableConfigError, match=r"engine='spark' is not an engine; use one of: local, emr, databricks"
+    ):
         SparkPortableOperator(task_id="t", application="jobs/examples/row_stats.py", engine="spark")
 
 
@@ -66,3 +68,13 @@ def test_bad_task_inputs_fail_before_spark_starts(dag_runner):
         assert outcome.state_of(task) == "failed", (task, outcome.result)
         assert message in outcome.output, task
     assert "spark-submit" not in outcome.output
+
+
+def test_deferrable_follows_operators_default_deferrable_unless_given(monkeypatch):
+    from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "true")
+    assert SparkPortableOperator(task_id="a", application="jobs/nodes.py").deferrable is True
+    assert SparkPortableOperator(task_id="b", application="jobs/nodes.py", deferrable=False).deferrable is False
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "false")
+    assert SparkPortableOperator(task_id="c", application="jobs/nodes.py").deferrable is False

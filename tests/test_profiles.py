@@ -75,3 +75,20 @@ def test_yaml_scalars_become_spark_spelling(tmp_path):
 def test_missing_file_says_how_to_point_at_one(tmp_path):
     with pytest.raises(SparkPortableConfigError, match="AIRFLOW__SPARK_PORTABLE__PROFILES_FILE"):
         Profiles.load(tmp_path / "nope.yaml")
+
+
+def test_every_shipped_engine_section_validates_and_its_instance_types_are_priced():
+    from airflow_spark_portable.costs import PriceTable
+    from airflow_spark_portable.engines import get_engine_class
+
+    profiles = Profiles.load(ROOT / "profiles.yaml")
+    prices = PriceTable.load()
+    for name in profiles.names:
+        profile = profiles.get(name)
+        for engine in profile.engines:
+            section = get_engine_class(engine).validate_profile(profile)
+            if engine == "emr" and section["cluster"]:
+                fleets = section["cluster"]["instances"]["InstanceFleets"]
+                types = {c["InstanceType"] for fleet in fleets for c in fleet["InstanceTypeConfigs"]}
+                assert all(prices.instance_price("us-east-1", t) for t in types), (name, types)
+                assert (ROOT / section["cluster"]["python_requirements"]).is_file()
