@@ -9,6 +9,7 @@ an unchanged project uploads nothing, and two runs never write to the same mutab
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import zipfile
@@ -45,8 +46,8 @@ def project_packages(code_root: Path) -> list[Path]:
     )
 
 
-def build_code_bundle(code_root: Path) -> CodeBundle:
-    """The zip for ``--py-files``: the project's packages plus the job runtime."""
+def _code_entries(code_root: Path) -> dict[str, bytes]:
+    """Archive path -> bytes: the project's packages plus the job runtime."""
     entries: dict[str, bytes] = {}
     for package in project_packages(code_root):
         for path in _python_files(package):
@@ -56,6 +57,10 @@ def build_code_bundle(code_root: Path) -> CodeBundle:
         target = ours / item
         for path in [target] if target.is_file() else _python_files(target):
             entries[f"airflow_spark_portable/{path.relative_to(ours).as_posix()}"] = path.read_bytes()
+    return entries
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(entries):
@@ -63,5 +68,34 @@ def build_code_bundle(code_root: Path) -> CodeBundle:
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, entries[name])
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def build_code_bundle(code_root: Path) -> CodeBundle:
+    """The zip for ``--py-files``: the project's packages plus the job runtime."""
+    entries = _code_entries(code_root)
+    data = _zip(entries)
     return CodeBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(sorted(entries)))
+
+
+WHEEL_DIST = "spark_portable_code"
+
+
+def build_code_wheel(code_root: Path) -> tuple[str, bytes]:
+    """(file name, bytes) of the same code as a pure-Python wheel, for platforms that install
+    libraries rather than take ``--py-files`` (Databricks task libraries, serverless
+    environments). Its version carries the content hash, so changed code is a new wheel."""
+    entries = _code_entries(code_root)
+    digest = hashlib.sha256(_zip(entries)).hexdigest()[:16]
+    version = f"0+{digest}"
+    info = f"{WHEEL_DIST}-{version}.dist-info"
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {WHEEL_DIST}\nVersion: {version}\n".encode()
+    entries[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: airflow-spark-portable\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in sorted(entries.items())
+    ]
+    entries[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    return f"{WHEEL_DIST}-{version}-py3-none-any.whl", _zip(entries)

@@ -88,6 +88,8 @@ def test_the_job_runs_as_a_step_with_the_same_context_and_metrics(dag_runner, cl
     assert metrics["argv"] == ["--flag", "x; rm -rf /"]  # verbatim: no shell on the way
     assert metrics["rows"] == 42 and metrics["custom_conf"] == "yes" and metrics["shuffle_partitions"] == "4"
     assert metrics["spark_portable"]["engine"] == "emr"
+    # the job imported the runtime from the code bundle the step shipped (--py-files), not this checkout
+    assert metrics["runtime_file"].endswith("/code.zip/airflow_spark_portable/runtime/__init__.py")
 
     (step,) = cluster.steps()
     assert step.state == "COMPLETED" and step.jar == "command-runner.jar"

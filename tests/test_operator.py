@@ -51,9 +51,9 @@ BAD_INPUTS = {
         {"application": "jobs/examples/row_stats.py", "env": {"BAD-NAME": "x"}},
         "'BAD-NAME' is not a valid environment",
     ),
-    "engine_not_built": (
+    "no_engine_section": (
         {"application": "jobs/examples/row_stats.py", "engine": "databricks"},
-        "engine 'databricks' is not available in this release",
+        "has no 'databricks' section",
     ),
     # retries=3, yet a config error fails at once: a retry cannot create the file
     "not_retried": ({"application": "jobs/missing.py", "retries": 3}, "application='jobs/missing.py'"),

@@ -20,14 +20,13 @@ ENGINE_NAMES = ("local", "emr", "databricks")
 _REGISTRY: dict[str, str] = {
     "local": "airflow_spark_portable.engines.local:LocalEngine",
     "emr": "airflow_spark_portable.engines.emr:EmrEngine",
+    "databricks": "airflow_spark_portable.engines.databricks:DatabricksEngine",
 }
 
 
 def check_engine_name(value: object, where: str = "engine") -> str:
     if not isinstance(value, str) or value.strip() not in ENGINE_NAMES:
-        raise SparkPortableConfigError(
-            f"{where}={value!r} is not an engine; use one of: {', '.join(ENGINE_NAMES)}"
-        )
+        raise SparkPortableConfigError(f"{where}={value!r} is not an engine; use one of: {', '.join(ENGINE_NAMES)}")
     return value.strip()
 
 

@@ -135,6 +135,8 @@ class Engine(ABC):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+# Cloud tags (EC2, EMR, Databricks custom_tags): letters, digits, spaces and + - = . _ : / @
+_TAG_UNSAFE = re.compile(r"[^\w +\-=.:/@]")
 
 
 def run_name(context: JobContext, limit: int = 250) -> str:
@@ -143,3 +145,14 @@ def run_name(context: JobContext, limit: int = 250) -> str:
     index = f".map{run.map_index}" if run.map_index >= 0 else ""
     raw = f"{run.dag_id}.{run.task_id}{index}.{run.run_id}.try{run.try_number}"
     return _UNSAFE.sub("_", raw)[:limit]
+
+
+def try_base(name: str) -> str:
+    """``dag.task.mapN.run.tryN`` -> ``dag.task.mapN.run.try``: the task instance, any try."""
+    head, sep, tail = name.rpartition(".try")
+    return head + sep if sep and tail.isdigit() else name
+
+
+def safe_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """Tags as cloud APIs accept them (keys <= 128, values <= 256 characters)."""
+    return {_TAG_UNSAFE.sub("_", k)[:128]: _TAG_UNSAFE.sub("_", v)[:256] for k, v in tags.items()}

@@ -35,7 +35,16 @@ from typing import TYPE_CHECKING, Any
 from airflow_spark_portable.artifacts import build_code_bundle
 from airflow_spark_portable.costs import InstanceUsage, PriceTable
 from airflow_spark_portable.engines import emr_cluster
-from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, Engine, JobSpec, RunHandle, RunResult
+from airflow_spark_portable.engines.base import (
+    CANCELLED,
+    FAILED,
+    SUCCEEDED,
+    Engine,
+    JobSpec,
+    RunHandle,
+    RunResult,
+    try_base,
+)
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
@@ -49,12 +58,6 @@ _ACTIVE_CLUSTER = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 _ACTIVE_STEP = ["PENDING", "RUNNING"]
 _STEP_RESULT = {"COMPLETED": SUCCEEDED, "CANCELLED": CANCELLED, "INTERRUPTED": CANCELLED, "FAILED": FAILED}
 _LOG_TAIL_LINES = 200
-
-
-def _try_base(step_name: str) -> str:
-    """``dag.task.mapN.run.tryN`` -> ``dag.task.mapN.run.try``: the task instance, any try."""
-    head, sep, tail = step_name.rpartition(".try")
-    return head + sep if sep and tail.isdigit() else step_name
 
 
 class EmrEngine(Engine):
@@ -283,7 +286,7 @@ class EmrEngine(Engine):
         """A step of this task instance (any try) still pending or running: Airflow 3 clears
         XCom between tries, so it is found by its name (a transient cluster has the step's)."""
         section = self.validate_profile(spec.profile)
-        base = _try_base(spec.name)
+        base = try_base(spec.name)
         conn = self._emr().conn
         if section["cluster"] is None:
             clusters = [(self.cluster_id(section), False)]
@@ -293,12 +296,12 @@ class EmrEngine(Engine):
                 (cluster["Id"], True)
                 for page in conn.get_paginator("list_clusters").paginate(ClusterStates=_ACTIVE_CLUSTER)
                 for cluster in page.get("Clusters", [])
-                if _try_base(cluster["Name"]) == base
+                if try_base(cluster["Name"]) == base
             ]
         for cluster_id, transient in clusters:
             for page in conn.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=_ACTIVE_STEP):
                 for step in page.get("Steps", []):
-                    if _try_base(step["Name"]) == base:
+                    if try_base(step["Name"]) == base:
                         channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
                         return self._handle(cluster_id, step["Id"], step["Name"], channel, transient)
         return None

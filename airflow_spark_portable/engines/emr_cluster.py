@@ -31,10 +31,10 @@ cluster instead). Instance groups cannot fall back; use fleets for spot.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_spark_portable.engines.base import safe_tags
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 
 CLUSTER_KEYS = {
@@ -71,8 +71,6 @@ _OWNED_FIELDS = {
     "JobFlowRole",
     "ServiceRole",
 }
-# EMR/EC2 tag values: letters, digits, spaces and + - = . _ : / @ (at most 256 characters).
-_TAG_UNSAFE = re.compile(r"[^\w +\-=.:/@]")
 
 
 def _count(value: Any, where: str, minimum: int = 0) -> int:
@@ -271,7 +269,7 @@ def validate(raw: Any, where: str, s3_root: str) -> dict[str, Any]:
 
 
 def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"Key": _TAG_UNSAFE.sub("_", k)[:128], "Value": _TAG_UNSAFE.sub("_", v)[:256]} for k, v in tags.items()]
+    return [{"Key": k, "Value": v} for k, v in safe_tags(tags).items()]
 
 
 def run_job_flow_request(

@@ -58,9 +58,10 @@ def get_spark(app_name: str = "spark-portable-job") -> SparkSession:
             spark = _lent_session(remote, Path(session_file))
         else:
             spark = SparkSession.builder.remote(remote).getOrCreate()
-        _apply_session_conf(spark, os.environ.get(SESSION_CONF_ENV))
-        return spark
-    return SparkSession.builder.appName(app_name).getOrCreate()
+    else:
+        spark = SparkSession.builder.appName(app_name).getOrCreate()
+    _apply_session_conf(spark, os.environ.get(SESSION_CONF_ENV))
+    return spark
 
 
 def _lent_session(remote: str, session_file: Path) -> SparkSession:
@@ -103,16 +104,17 @@ def read_session_file(path: Path) -> dict[str, str]:
 
 
 def _apply_session_conf(spark: SparkSession, encoded: str | None) -> None:
-    """Set this job's Spark SQL conf in its own session of a shared Connect server."""
+    """Set this job's Spark SQL conf on its session, where the engine could not set it when
+    the Spark application started (a shared Connect server, an existing cluster)."""
     for key, value in json.loads(encoded or "{}").items():
         try:
             spark.conf.set(key, value)
-        except Exception as exc:  # a static conf: fine if the server already has this value
+        except Exception as exc:  # a static conf: fine if the application already has this value
             if spark.conf.get(key, None) != value:
                 raise ValueError(
-                    f"Spark conf {key}={value} cannot be set per job on a shared Spark Connect "
-                    f"server ({exc.__class__.__name__}); put it in the profile's engine section "
-                    "so the server starts with it"
+                    f"Spark conf {key}={value} cannot be set per job on a shared Spark application "
+                    f"({exc.__class__.__name__}); set it where that application starts (the profile's "
+                    "engine section for the local server, the cluster's own conf otherwise)"
                 ) from exc
 
 
@@ -205,6 +207,9 @@ def _take_flag(argv: list[str], flag: str) -> str | None:
 
 
 def _bootstrap(argv: list[str]) -> tuple[str, str] | None:
+    session_conf = _take_flag(argv, protocol.ARG_SESSION_CONF)
+    if session_conf:  # get_spark() applies it to the job's session
+        os.environ[SESSION_CONF_ENV] = session_conf
     context_uri = _take_flag(argv, protocol.ARG_CONTEXT) or os.environ.get(protocol.ENV_CONTEXT)
     messages_uri = _take_flag(argv, protocol.ARG_MESSAGES) or os.environ.get(protocol.ENV_MESSAGES)
     if not context_uri and not messages_uri:

@@ -16,6 +16,9 @@ ENV_CONTEXT = "SPARK_PORTABLE_CONTEXT"
 ENV_MESSAGES = "SPARK_PORTABLE_MESSAGES"
 ARG_CONTEXT = "--spark-portable-context"
 ARG_MESSAGES = "--spark-portable-messages"
+# Spark SQL conf (JSON) for the job's session, where the platform cannot take it per run
+# (a Databricks existing cluster or serverless compute).
+ARG_SESSION_CONF = "--spark-portable-session-conf"
 
 # Message types, in the order a healthy job emits them.
 OPENED = "opened"  # the job started and read its context

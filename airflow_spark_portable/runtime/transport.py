@@ -2,7 +2,7 @@
 
 A transport is picked by the URI scheme, so an engine changes where data travels without the
 job changing a line. ``file`` covers local paths and anything mounted as a file system
-(Databricks ``/Volumes/...`` and ``/dbfs/...``). Object stores that cannot append get their
+(Databricks ``/Workspace/...``, ``/Volumes/...`` and ``/dbfs/...``). Object stores that cannot append get their
 own small class here, registered in ``_TRANSPORTS``: ``s3`` (EMR) writes one object per message.
 """
 
@@ -22,7 +22,11 @@ class Transport(Protocol):
 
 class FileTransport:
     """Context is a JSON file; messages are appended as JSON lines and fsynced one by one,
-    so a reader never loses a message the job already wrote, even if the job is killed."""
+    so a reader never loses a message the job already wrote, even if the job is killed.
+
+    A messages path ending in ``/`` is a folder instead: one file per message, named by its
+    sequence number and renamed into place whole, for mounts that cannot append (Databricks
+    workspace files under ``/Workspace``)."""
 
     def __init__(self, context_path: str, messages_path: str) -> None:
         self.context_path = _local_path(context_path)
@@ -33,6 +37,12 @@ class FileTransport:
             return json.load(fh)
 
     def write_message(self, message: dict[str, Any]) -> None:
+        if self.messages_path.endswith("/"):
+            path = message_key(self.messages_path, int(message["seq"]))
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                json.dump(message, fh, separators=(",", ":"), default=str)
+            os.replace(path + ".tmp", path)
+            return
         line = json.dumps(message, separators=(",", ":"), default=str) + "\n"
         # One write() of an O_APPEND fd keeps lines whole even with concurrent writers.
         fd = os.open(self.messages_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -3,6 +3,7 @@
 import os
 import sys
 
+import airflow_spark_portable.runtime
 from airflow_spark_portable.runtime import SparkJob
 
 
@@ -19,6 +20,8 @@ class Probe(SparkJob):
             "custom_conf": spark.conf.get("spark.portable.test", None),
             "session_module": type(spark).__module__,
             "rows": spark.range(42).count(),
+            # where the runtime was imported from: remote engines must use the code they shipped
+            "runtime_file": airflow_spark_portable.runtime.__file__,
         }
 
 

@@ -1,0 +1,268 @@
+"""engine="databricks": the job as a one-time run, through the databricks provider's
+DatabricksHook over HTTP against tests/harness/databricks_api.py (a stateful fake of the Jobs
+and Workspace APIs that validates requests against databricks-sdk's schema and runs each
+submitted spark_python_task with a local spark-submit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_spark_portable.engines.base import JobSpec, run_name
+from airflow_spark_portable.engines.databricks import DatabricksEngine
+from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.profiles import Profiles
+from airflow_spark_portable.runtime.context import JobContext, RunIdentity
+from conftest import TEST_JOBS, kill_session, operator_dag, wait_for
+from harness.databricks_api import FakeDatabricks
+
+spark = pytest.mark.spark
+ROOT = "/Shared/asp"
+NEW_CLUSTER = {
+    "spark_version": "15.4.x-scala2.12",
+    "node_type_id": "r5d.2xlarge",
+    "autoscale": {"min_workers": 1, "max_workers": 4},
+    "aws_attributes": {"availability": "SPOT_WITH_FALLBACK", "first_on_demand": 1},
+    "custom_tags": {"team": "research"},
+}
+
+
+@pytest.fixture
+def databricks(tmp_path, monkeypatch):
+    fake = FakeDatabricks(tmp_path / "databricks").start()
+    conn = {
+        "conn_type": "databricks",
+        "host": fake.host,
+        "port": fake.port,
+        "schema": "http",
+        "password": "dapi-test-token",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", json.dumps(conn))
+    yield fake
+    fake.stop()
+
+
+def _project(tmp_path: Path, **section) -> Path:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    section = {"workspace_root": ROOT, **section}
+    if not {"new_cluster", "existing_cluster_id", "serverless"} & set(section):
+        section["new_cluster"] = NEW_CLUSTER
+    profile = {"spark_conf": {"spark.sql.shuffle.partitions": "4"}, "databricks": section}
+    (project / "profiles.yaml").write_text(yaml.safe_dump({"version": 1, "profiles": {"small": profile}}))
+    return project
+
+
+def _dag(dag_id: str, job: str, engine_options: dict | None = None, **kwargs) -> str:
+    kwargs.setdefault("poll_interval", 1)
+    options = {"poll_interval_seconds": 1, **(engine_options or {})}
+    return operator_dag(dag_id, engine="databricks", application=str(TEST_JOBS / job), engine_options=options, **kwargs)
+
+
+def _env(project: Path) -> dict[str, str]:
+    return {"AIRFLOW__SPARK_PORTABLE__PROJECT_ROOT": str(project)}
+
+
+@spark
+def test_the_job_runs_as_a_one_time_run_with_the_same_context_and_metrics(dag_runner, databricks, tmp_path):
+    project = _project(tmp_path)
+    source = _dag(
+        "dbx_probe",
+        "probe_job.py",
+        application_args=["--flag", "x; rm -rf /"],
+        crawl="CC-MAIN-2024-10",
+        domain="steel",
+        extras={"max_files_per_crawl": 2},
+        conf={"spark.portable.test": "yes"},
+    )
+    outcome = dag_runner.run("dbx_probe", source, env=_env(project))
+    assert outcome.task_state == "success", outcome.output[-4000:]
+    metrics = outcome.metrics
+    assert metrics["context"]["engine"] == "databricks"
+    assert metrics["context"]["partition"] == {"crawl": "CC-MAIN-2024-10", "domain": "steel"}
+    assert metrics["context"]["extras"] == {"max_files_per_crawl": 2}
+    assert metrics["argv"] == ["--flag", "x; rm -rf /"]
+    assert metrics["rows"] == 42 and metrics["custom_conf"] == "yes" and metrics["shuffle_partitions"] == "4"
+
+    (run,) = databricks.runs()
+    # the job imported the runtime from the code wheel the run installed, not from this checkout
+    assert metrics["runtime_file"] == str(
+        databricks.root / "runs" / str(run.run_id) / "site/airflow_spark_portable/runtime/__init__.py"
+    )
+    assert (
+        run.result_state == "SUCCESS" and run.run_name.startswith("dbx_probe.job.") and run.run_name.endswith(".try1")
+    )
+    (task,) = run.payload["tasks"]
+    python_task = task["spark_python_task"]
+    assert python_task["python_file"].startswith(f"{ROOT}/artifacts/") and python_task["source"] == "WORKSPACE"
+    params = python_task["parameters"]
+    assert params[params.index("--spark-portable-context") + 1] == f"/Workspace{ROOT}/runs/{run.run_name}/context.json"
+    (wheel,) = [lib["whl"] for lib in task["libraries"]]
+    assert wheel.startswith(f"/Workspace{ROOT}/artifacts/") and "/spark_portable_code-0+" in wheel
+    cluster = task["new_cluster"]
+    assert cluster["aws_attributes"] == NEW_CLUSTER["aws_attributes"]
+    assert cluster["spark_conf"]["spark.portable.test"] == "yes"
+    assert cluster["custom_tags"]["team"] == "research"
+    assert (
+        cluster["custom_tags"]["airflow:dag_id"] == "dbx_probe"
+        and cluster["custom_tags"]["partition:domain"] == "steel"
+    )
+    assert len(run.payload["idempotency_token"]) == 64
+    assert (
+        outcome.xcom_keys["spark_portable_run_url"]
+        == f"{databricks.url}/?o=1234567890#job/{900000 + run.run_id}/run/{run.run_id}"
+    )
+    assert "--- stdout (runs/get-output) ---" in outcome.output
+
+    again = dag_runner.run("dbx_probe", source, env=_env(project))
+    assert again.task_state == "success", again.output[-4000:]
+    assert again.output.count("Artifact unchanged, not uploaded") == 2
+
+
+@spark
+def test_a_failed_run_fails_the_task_with_the_jobs_error_and_trace(dag_runner, databricks, tmp_path):
+    project = _project(tmp_path)
+    outcome = dag_runner.run("dbx_failing", _dag("dbx_failing", "failing_job.py"), env=_env(project))
+    assert outcome.task_state == "failed"
+    assert "failed: ValueError: seed file steel.csv has no 'url' column" in outcome.output
+    assert "--- error trace ---" in outcome.output and "Traceback" in outcome.output
+    (run,) = databricks.runs()
+    assert run.result_state == "FAILED"
+
+
+@spark
+def test_deferred_on_an_existing_cluster_with_session_conf(dag_runner, databricks, tmp_path):
+    # An existing cluster takes no cluster conf per run: spark.sql.* reaches the job's session
+    project = _project(tmp_path, existing_cluster_id="0123-456789-abcdefgh")
+    source = _dag("dbx_deferred", "probe_job.py")
+    env = {**_env(project), "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true"}
+    outcome = dag_runner.run("dbx_deferred", source, env=env)
+    assert outcome.task_state == "success", outcome.output[-4000:]
+    assert "Deferring: the worker slot is free while databricks runs the job" in outcome.output
+    assert outcome.metrics["shuffle_partitions"] == "4"
+    (run,) = databricks.runs()
+    assert run.payload["tasks"][0]["existing_cluster_id"] == "0123-456789-abcdefgh"
+    assert "new_cluster" not in run.payload["tasks"][0]
+
+
+def test_killing_the_task_cancels_its_run(dag_runner, databricks, tmp_path):
+    databricks.hold = True
+    project = _project(tmp_path)
+    proc, _ = dag_runner.start("dbx_kill", _dag("dbx_kill", "probe_job.py"), env=_env(project))
+    try:
+        wait_for(lambda: databricks.runs(), timeout=120, what="the run to be submitted")
+        os.kill(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        (run,) = databricks.runs()
+        wait_for(lambda: run.result_state == "CANCELED", timeout=10, what="the run to be cancelled")
+        assert f"Cancelling Databricks run {run.run_id}" in output
+    finally:
+        kill_session(proc)
+
+
+def _spec(project: Path, try_number: int, task_id: str = "t") -> JobSpec:
+    profile = Profiles.load(project / "profiles.yaml").get("small")
+    context = JobContext(
+        engine="databricks",
+        profile="small",
+        run=RunIdentity(dag_id="d", task_id=task_id, run_id="manual__1", map_index=3, try_number=try_number),
+    )
+    return JobSpec(
+        name=run_name(context),
+        application=TEST_JOBS / "probe_job.py",
+        code_root=project,
+        application_args=[],
+        spark_conf=dict(profile.spark_conf),
+        profile=profile,
+        env={},
+        context=context,
+    )
+
+
+def test_a_duplicate_submit_of_one_try_is_one_run_and_a_retry_reattaches(databricks, tmp_path):
+    databricks.hold = True
+    project = _project(tmp_path)
+    engine = DatabricksEngine({})
+    first = _spec(project, try_number=1)
+    channel = engine.open_channel(first)
+    channel.write_context(first.context)
+    handle = engine.submit(first, channel)
+    # the same try submitted again (a worker that died after the request): the same run
+    assert engine.submit(first, engine.open_channel(first))["run_id"] == handle["run_id"]
+    assert len(databricks.runs()) == 1
+
+    retry = engine.find_active_run(_spec(project, try_number=2))
+    assert retry is not None and retry["run_id"] == handle["run_id"]
+    assert retry["channel_uri"] == channel.uri  # the first try's mailbox: its messages count
+    assert engine.find_active_run(_spec(project, try_number=2, task_id="other")) is None
+
+    engine.cancel(handle)
+    wait_for(lambda: databricks.run(handle["run_id"]).result_state == "CANCELED", timeout=10, what="cancel")
+    assert engine.find_active_run(_spec(project, try_number=2)) is None
+
+
+def test_serverless_runs_declare_an_environment_with_the_code_and_requirements(databricks, tmp_path):
+    databricks.hold = True
+    project = _project(tmp_path, serverless=True, python_requirements="requirements.txt")
+    (project / "requirements.txt").write_text("# the jobs' needs\norjson>=3.9\npublicsuffixlist>=1.0.2  # PSL\n")
+    engine = DatabricksEngine({})
+    spec = _spec(project, 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    payload = databricks.run(handle["run_id"]).payload  # accepted by the fake's schema check
+    (environment,) = payload["environments"]
+    (task,) = payload["tasks"]
+    assert task["environment_key"] == environment["environment_key"]
+    dependencies = environment["spec"]["dependencies"]
+    assert dependencies[0].startswith(f"/Workspace{ROOT}/artifacts/") and dependencies[0].endswith(".whl")
+    assert dependencies[1:] == ["orjson>=3.9", "publicsuffixlist>=1.0.2"]
+    assert "libraries" not in task and "new_cluster" not in task
+    params = task["spark_python_task"]["parameters"]
+    assert json.loads(params[params.index("--spark-portable-session-conf") + 1]) == {
+        "spark.sql.shuffle.partitions": "4"
+    }
+
+
+def test_a_library_that_cannot_be_installed_fails_the_task_with_the_reason(dag_runner, databricks, tmp_path):
+    project = _project(tmp_path, python_requirements="requirements.txt")
+    (project / "requirements.txt").write_text("no-such-package-asp==1.0\n")
+    outcome = dag_runner.run("dbx_libs", _dag("dbx_libs", "probe_job.py"), env=_env(project))
+    assert outcome.task_state == "failed"
+    (run,) = databricks.runs()
+    assert {"pypi": {"package": "no-such-package-asp==1.0"}} in run.payload["tasks"][0]["libraries"]
+    assert "INTERNAL_ERROR" in outcome.output and "Library installation failed" in outcome.output
+
+
+def test_profile_connection_and_secret_errors_are_clear(dag_runner, databricks, tmp_path):
+    with pytest.raises(SparkPortableConfigError, match="must choose exactly one compute"):
+        DatabricksEngine.validate_profile(
+            Profiles.from_dict({"profiles": {"p": {"databricks": {"workspace_root": ROOT}}}}, "x").get("p")
+        )
+    with pytest.raises(SparkPortableConfigError, match="without the /Workspace prefix"):
+        DatabricksEngine.validate_profile(
+            Profiles.from_dict(
+                {"profiles": {"p": {"databricks": {"workspace_root": "/Workspace/Shared/x", "serverless": True}}}}, "x"
+            ).get("p")
+        )
+    engine = DatabricksEngine({})
+    spec = _spec(_project(tmp_path, existing_cluster_id="0123"), 1)
+    wide = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.executor.memory": "8g"}})
+    with pytest.raises(SparkPortableConfigError, match=r"conf \['spark.executor.memory'\]: an existing cluster"):
+        engine.submit(wide, engine.open_channel(wide))
+    secret = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.sql.x.password": "hunter2"}})
+    with pytest.raises(SparkPortableConfigError, match="use a Databricks secret reference"):
+        engine.submit(secret, engine.open_channel(secret))
+    referenced = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.sql.x.password": "{{secrets/scope/key}}"}})
+    databricks.hold = True
+    engine.submit(referenced, engine.open_channel(referenced))
+    assert len(databricks.runs()) == 1
+
+    project = _project(tmp_path)
+    source = _dag("dbx_conn", "probe_job.py", engine_options={"databricks_conn_id": "no_such_conn"})
+    outcome = dag_runner.run("dbx_conn", source, env=_env(project))
+    assert outcome.task_state == "failed"
+    assert "engine_options databricks_conn_id='no_such_conn'" in outcome.output
