@@ -1,9 +1,11 @@
 """Cost estimates: measured instance-hours priced from a versioned table in the repo.
 
 The table (``prices/aws.yaml``, or the file ``[spark_portable] price_table`` names) holds USD
-per instance-hour by region and type: the EC2 price (infrastructure) and the platform's
-surcharge on top (the EMR fee). An estimate says which table priced it and lists any
-instance type the table lacks as unpriced rather than guessing.
+per instance-hour by region and type: the EC2 price (infrastructure) and each platform's
+surcharge on top (the EMR fee; Databricks' DBUs per hour times the price of a DBU). Both
+platforms are priced from the same hours and the same EC2 prices, so their estimates compare.
+An estimate says which table priced it and lists any instance type the table lacks as
+unpriced rather than guessing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class PriceTable:
         self.label = f"{Path(source).name} v{data.get('version', '?')} ({data.get('as_of', 'undated')})"
         self.currency = str(data.get("currency", "USD"))
         self.spot_factor = float(data.get("spot_factor", 1.0))
+        self.dbu_price: Mapping[str, float] = data.get("dbu_price") or {}
         self.regions: Mapping[str, Mapping[str, Mapping[str, float]]] = data["regions"]
 
     @classmethod
@@ -52,17 +55,29 @@ class PriceTable:
         return float(entry.get("ec2", 0.0)), float(entry.get("emr", 0.0))
 
     def emr_estimate(self, region: str, usage: Iterable[InstanceUsage], basis: str) -> dict[str, Any]:
+        return self._estimate(region, usage, basis, lambda entry: float(entry.get("emr", 0.0)))
+
+    def databricks_estimate(
+        self, region: str, usage: Iterable[InstanceUsage], basis: str, compute: str = "jobs"
+    ) -> dict[str, Any]:
+        """EC2 as for EMR, plus DBUs per node-hour x the DBU price of ``compute`` (jobs, all_purpose)."""
+        if compute not in self.dbu_price:
+            raise SparkPortableConfigError(f"price table {self.source} has no dbu_price for {compute!r} compute")
+        per_dbu = float(self.dbu_price[compute])
+        return self._estimate(region, usage, basis, lambda entry: float(entry["dbu"]) * per_dbu, needs="dbu")
+
+    def _estimate(self, region, usage, basis, surcharge, needs: str = "ec2") -> dict[str, Any]:
         infrastructure = platform = hours = 0.0
         unpriced: dict[str, float] = {}
         for item in usage:
             hours += item.hours
-            price = self.instance_price(region, item.instance_type)
-            if price is None:
+            entry = (self.regions.get(region) or {}).get(item.instance_type)
+            if not entry or needs not in entry:
                 unpriced[item.instance_type] = round(unpriced.get(item.instance_type, 0.0) + item.hours, 4)
                 continue
-            ec2, emr = price
+            ec2 = float(entry.get("ec2", 0.0))
             infrastructure += item.hours * ec2 * (self.spot_factor if item.market == "SPOT" else 1.0)
-            platform += item.hours * emr
+            platform += item.hours * surcharge(entry)
         total = infrastructure + platform
         return {
             "currency": self.currency,

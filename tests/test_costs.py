@@ -53,3 +53,18 @@ def test_a_broken_table_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW__SPARK_PORTABLE__PRICE_TABLE", str(bad))
     with pytest.raises(SparkPortableConfigError, match=f"price table {bad}"):
         PriceTable.load()
+
+
+def test_one_workload_priced_on_emr_and_on_databricks_matches_the_published_shares():
+    # the same 10 node-hours of r5d.2xlarge, on demand: EMR's fee is ~20% of the bill,
+    # Databricks' DBUs (jobs compute) ~32%, the shares the seeds' published comparison reports
+    table = PriceTable.load()
+    usage = [InstanceUsage("r5d.2xlarge", "ON_DEMAND", 10.0)]
+    emr = table.emr_estimate("us-east-1", usage, "test")
+    databricks = table.databricks_estimate("us-east-1", usage, "test", "jobs")
+    assert emr["infrastructure"] == databricks["infrastructure"] == pytest.approx(5.76)
+    assert emr["platform"] == pytest.approx(1.44) and databricks["platform"] == pytest.approx(10 * 1.8 * 0.15)
+    assert emr["platform_share"] == pytest.approx(0.20, abs=0.005)
+    assert databricks["platform_share"] == pytest.approx(0.32, abs=0.005)
+    with pytest.raises(SparkPortableConfigError, match="no dbu_price for 'serverless'"):
+        table.databricks_estimate("us-east-1", usage, "test", "serverless")

@@ -118,6 +118,12 @@ def test_the_job_runs_as_a_one_time_run_with_the_same_context_and_metrics(dag_ru
         == f"{databricks.url}/?o=1234567890#job/{900000 + run.run_id}/run/{run.run_id}"
     )
     assert "--- stdout (runs/get-output) ---" in outcome.output
+    # priced as the job cluster: an on-demand r5d.2xlarge driver and up to 4 spot workers
+    cost = metrics["spark_portable"]["cost"]
+    assert cost["basis"].startswith("job cluster: driver + up to 4 workers") and cost["unpriced"] == {}
+    ec2, dbus = 0.576 * (1 + 4 * 0.4), 5 * 1.8 * 0.15
+    assert cost["instance_hours"] > 0
+    assert cost["infrastructure"] / cost["platform"] == pytest.approx(ec2 / dbus, rel=1e-3)
 
     again = dag_runner.run("dbx_probe", source, env=_env(project))
     assert again.task_state == "success", again.output[-4000:]

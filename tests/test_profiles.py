@@ -92,3 +92,7 @@ def test_every_shipped_engine_section_validates_and_its_instance_types_are_price
                 types = {c["InstanceType"] for fleet in fleets for c in fleet["InstanceTypeConfigs"]}
                 assert all(prices.instance_price("us-east-1", t) for t in types), (name, types)
                 assert (ROOT / section["cluster"]["python_requirements"]).is_file()
+            if engine == "databricks" and section["new_cluster"]:
+                node = section["new_cluster"]["node_type_id"]
+                assert "dbu" in prices.regions[section["region"]][node], (name, node)
+                assert (ROOT / section["python_requirements"]).is_file()

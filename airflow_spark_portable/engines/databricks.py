@@ -20,6 +20,7 @@ Profile section ``databricks``::
       python_requirements: jobs/requirements.txt   # -> task libraries / environment dependencies
       conf: {spark.sql.files.maxPartitionBytes: 256m}
       timeout_seconds: 0
+      region: us-east-1                        # the workspace's AWS region, for cost estimates
 
 ``engine_options``: ``databricks_conn_id`` (default ``databricks_default``),
 ``poll_interval_seconds`` (synchronous waiting).
@@ -35,6 +36,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_spark_portable.artifacts import build_code_wheel
+from airflow_spark_portable.costs import InstanceUsage, PriceTable
 from airflow_spark_portable.engines.base import (
     CANCELLED,
     FAILED,
@@ -64,6 +66,7 @@ _SECTION_KEYS = {
     "python_requirements",
     "conf",
     "timeout_seconds",
+    "region",
 }
 _TASK_KEY = "spark_portable"
 _ENVIRONMENT_KEY = "spark_portable"
@@ -231,6 +234,7 @@ class DatabricksEngine(Engine):
             "python_requirements": section.get("python_requirements"),
             "conf": spark_conf_strings(section.get("conf"), where),
             "timeout_seconds": timeout,
+            "region": str(section.get("region", "us-east-1")),
         }
 
     # -- connection ---------------------------------------------------------------------
@@ -358,15 +362,16 @@ class DatabricksEngine(Engine):
         hook = self._hook()
         run_id = hook.submit_run(body)
         self.log.info("Submitted Databricks run %s (%s)", run_id, spec.name)
-        return self._handle(hook, run_id, spec.name, channel)
+        return self._handle(hook, run_id, spec.name, channel, section["region"])
 
-    def _handle(self, hook, run_id: int, run_name: str, channel: Channel) -> RunHandle:
+    def _handle(self, hook, run_id: int, run_name: str, channel: Channel, region: str) -> RunHandle:
         return {
             "engine": self.name,
             "run_id": run_id,
             "run_name": run_name,
             "run_page_url": hook.get_run_page_url(run_id),
             "channel_uri": channel.uri,
+            "region": region,
             "databricks_conn_id": self.conn_id,
         }
 
@@ -385,7 +390,7 @@ class DatabricksEngine(Engine):
             for run in page.get("runs", []):
                 if try_base(run.get("run_name", "")) == base and run["state"]["life_cycle_state"] in _ACTIVE:
                     channel = WorkspaceChannel(f"{section['workspace_root']}/runs/{run['run_name']}", self.conn_id)
-                    return self._handle(hook, run["run_id"], run["run_name"], channel)
+                    return self._handle(hook, run["run_id"], run["run_name"], channel, section["region"])
             if not page.get("has_more"):
                 return None
             offset += len(page.get("runs", [])) or 25
@@ -457,3 +462,41 @@ class DatabricksEngine(Engine):
         if output.get("error_trace"):
             lines += ["--- error trace ---", *output["error_trace"].splitlines()]
         return lines
+
+    # -- cost -------------------------------------------------------------------------
+
+    def cost(self, handle: RunHandle) -> dict[str, Any] | None:
+        """A job cluster's nodes x the run's setup + execution + cleanup time, priced as EC2
+        plus DBUs at the jobs-compute rate. Workers count at ``num_workers`` (autoscaling: at
+        ``max_workers``, an upper bound); with spot availability, nodes beyond
+        ``first_on_demand`` (default 1: the driver) are spot. Existing clusters and serverless
+        compute are billed by Databricks in ways a run does not show: no estimate."""
+        run = self._hook().get_run(handle["run_id"])
+        task = (run.get("tasks") or [run])[0]
+        cluster = task.get("new_cluster")
+        if not cluster:
+            self.log.info("No cost estimate: the run used an existing cluster or serverless compute")
+            return None
+        milliseconds = sum(task.get(k) or 0 for k in ("setup_duration", "execution_duration", "cleanup_duration"))
+        if not milliseconds and task.get("start_time"):
+            milliseconds = (task.get("end_time") or time.time() * 1000) - task["start_time"]
+        hours = milliseconds / 3_600_000
+        workers = cluster.get("num_workers")
+        if workers is None:
+            workers = (cluster.get("autoscale") or {}).get("max_workers", 0)
+        aws = cluster.get("aws_attributes") or {}
+        spot = aws.get("availability", "ON_DEMAND") in ("SPOT", "SPOT_WITH_FALLBACK")
+        on_demand = aws.get("first_on_demand", 1) if spot else 1 + workers
+        node = cluster.get("node_type_id", "?")
+        usage = [InstanceUsage(cluster.get("driver_node_type_id") or node, "ON_DEMAND" if on_demand else "SPOT", hours)]
+        usage += [InstanceUsage(node, "ON_DEMAND" if i + 1 < on_demand else "SPOT", hours) for i in range(workers)]
+        basis = (
+            "job cluster: driver + "
+            + (
+                f"{workers} workers"
+                if cluster.get("num_workers") is not None
+                else f"up to {workers} workers (autoscale max)"
+            )
+            + " for the run's setup, execution and cleanup"
+        )
+        return PriceTable.load().databricks_estimate(handle.get("region", "us-east-1"), usage, basis, "jobs")
