@@ -5,10 +5,16 @@
 to the event it fires. The task then resumes from the event alone, whoever resumes it: the
 triggerer passes ``defer(kwargs=...)`` along, but ``airflow dags test`` replaces them with the
 event, and a resumed task must still know which step or run to judge.
+
+A user who kills a deferred task (mark failed / clear / mark success) has no worker whose
+``on_kill`` could cancel the remote work; the triggerer calls the trigger's ``on_kill``
+instead (Airflow 3.3+), which cancels the step or run through the engine. (On Airflow 3.0 to
+3.2 the triggerer has no such hook: the remote work then runs to its end.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from importlib import import_module
 from typing import Any
@@ -49,6 +55,23 @@ class EngineRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         inner = _import(self.inner_classpath)(**self.inner_kwargs)
-        async for event in inner.run():
-            yield TriggerEvent({"event": event.payload, "handle": self.handle, "meta": self.meta})
-            return
+        try:
+            async for event in inner.run():
+                yield TriggerEvent({"event": event.payload, "handle": self.handle, "meta": self.meta})
+                return
+        except Exception as exc:
+            # Older provider triggers raise when the run fails; the task must still resume and
+            # judge the run itself (its error, its logs), so turn that into an event too.
+            yield TriggerEvent(
+                {"event": {"status": "error", "message": str(exc)}, "handle": self.handle, "meta": self.meta}
+            )
+
+    def _engine(self):
+        from airflow_spark_portable.engines import get_engine_class
+
+        options = {k: self.handle[k] for k in ("aws_conn_id", "databricks_conn_id") if k in self.handle}
+        return get_engine_class(self.handle["engine"])(options)
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task: cancel the step or run it waits for."""
+        await asyncio.to_thread(self._engine().cancel, self.handle)

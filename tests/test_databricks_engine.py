@@ -262,13 +262,37 @@ def test_profile_connection_and_secret_errors_are_clear(dag_runner, databricks, 
     secret = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.sql.x.password": "hunter2"}})
     with pytest.raises(SparkPortableConfigError, match="use a Databricks secret reference"):
         engine.submit(secret, engine.open_channel(secret))
-    referenced = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.sql.x.password": "{{secrets/scope/key}}"}})
+    reference = {"spark.sql.x.password": "{{secrets/scope/key}}"}
+    referenced = JobSpec(**{**spec.__dict__, "spark_conf": reference})
+    with pytest.raises(SparkPortableConfigError, match="resolves secret references in a job cluster's conf only"):
+        engine.submit(referenced, engine.open_channel(referenced))
+    # a job cluster resolves the reference itself: accepted, and only the reference travels
+    job_cluster = _spec(_project(tmp_path), 1)
+    job_cluster = JobSpec(**{**job_cluster.__dict__, "spark_conf": reference})
     databricks.hold = True
-    engine.submit(referenced, engine.open_channel(referenced))
-    assert len(databricks.runs()) == 1
+    handle = engine.submit(job_cluster, engine.open_channel(job_cluster))
+    cluster = databricks.run(handle["run_id"]).payload["tasks"][0]["new_cluster"]
+    assert cluster["spark_conf"]["spark.sql.x.password"] == "{{secrets/scope/key}}"
 
     project = _project(tmp_path)
     source = _dag("dbx_conn", "probe_job.py", engine_options={"databricks_conn_id": "no_such_conn"})
     outcome = dag_runner.run("dbx_conn", source, env=_env(project))
     assert outcome.task_state == "failed"
     assert "engine_options databricks_conn_id='no_such_conn'" in outcome.output
+
+
+def test_a_connection_with_a_refused_token_fails_naming_it(databricks, tmp_path, monkeypatch):
+    conn = {
+        "conn_type": "databricks",
+        "host": databricks.host,
+        "port": databricks.port,
+        "schema": "http",
+        "password": "wrong",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_DBX_WRONG", json.dumps(conn))
+    engine = DatabricksEngine({"databricks_conn_id": "dbx_wrong"})
+    with pytest.raises(
+        SparkPortableConfigError, match="databricks_conn_id='dbx_wrong': the workspace refused its credentials"
+    ):
+        engine.find_active_run(_spec(_project(tmp_path), 1))
+    assert databricks.runs() == []

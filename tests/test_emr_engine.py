@@ -3,6 +3,7 @@ moto's server, with tests/harness/emr_cluster.py playing the cluster (moto never
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -14,14 +15,17 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from airflow.triggers.base import BaseTrigger
 from botocore.validate import validate_parameters
 
 from airflow_spark_portable.engines import emr_cluster
 from airflow_spark_portable.engines.base import JobSpec, run_name
 from airflow_spark_portable.engines.emr import EmrEngine
 from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.pipes import S3Channel
 from airflow_spark_portable.profiles import Profiles
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
+from airflow_spark_portable.triggers import EngineRunTrigger
 from conftest import TEST_JOBS, kill_session, operator_dag, wait_for
 from harness.emr_cluster import REGION, FakeCluster, add_cancel_steps_to_moto
 
@@ -475,3 +479,73 @@ def test_an_existing_cluster_and_a_transient_one_are_exclusive(tmp_path):
     (project / "profiles.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SparkPortableConfigError, match=r"must name exactly one cluster.*\['cluster_id', 'cluster'\]"):
         EmrEngine.validate_profile(Profiles.load(project / "profiles.yaml").get("small"))
+
+
+def test_a_tasks_conf_wins_over_the_profile_sections_conf(tmp_path):
+    # the operator layers profile < section conf < task conf= into spec.spark_conf; the
+    # engine must not put the section's conf back on top
+    project = _project(tmp_path, "j-1", conf="{spark.x: section, spark.y: section}")
+    spec = _spec(project, 1)
+    spec = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.x": "task", "spark.y": "section"}})
+    section = EmrEngine.validate_profile(spec.profile)
+    step = EmrEngine({}).step(spec, section, "s3://b/app.py", "s3://b/code.zip", S3Channel("s3://b/runs/x"))
+    args = step["HadoopJarStep"]["Args"]
+    assert "spark.x=task" in args and "spark.y=section" in args and "spark.x=section" not in args
+
+
+def test_a_new_cluster_that_cannot_be_tracked_is_terminated_at_once(cluster, tmp_path, monkeypatch):
+    cluster.hold = True
+    engine = EmrEngine({"aws_conn_id": None})
+    real_emr = engine._emr
+
+    def emr_whose_list_steps_fails():
+        hook = real_emr()
+
+        def fail(**kwargs):
+            raise RuntimeError("connection reset")
+
+        hook.conn.list_steps = fail  # the client is cached on the hook
+        return hook
+
+    monkeypatch.setattr(engine, "_emr", emr_whose_list_steps_fails)
+    spec = _spec(_transient_project(tmp_path), 1)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        engine.submit(spec, engine.open_channel(spec))
+    (created,) = cluster.transient_clusters()
+    assert created.state == "TERMINATED"
+
+
+def test_killing_a_deferred_task_cancels_its_step_from_the_triggerer(cluster, tmp_path):
+    cluster.hold = True
+    engine = EmrEngine({"aws_conn_id": None})
+    spec = _spec(_project(tmp_path, cluster.cluster_id), 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    trigger = EngineRunTrigger.wrap(engine.trigger(handle, 1), handle, {})
+    # what the triggerer does when a user marks the deferred task failed (Airflow 3.3+)
+    classpath, kwargs = trigger.serialize()
+    asyncio.run(EngineRunTrigger(**kwargs).on_kill())
+    (step,) = cluster.steps()
+    assert step.state == "CANCELLED"
+
+
+class RaisingTrigger(BaseTrigger):
+    """Like older provider triggers: raises when the run fails instead of sending an event."""
+
+    def serialize(self):
+        return f"{__name__}.RaisingTrigger", {}
+
+    async def run(self):
+        raise RuntimeError("Waiter encountered a terminal failure state: FAILED")
+        yield  # an async generator
+
+
+def test_a_provider_trigger_that_raises_still_resumes_the_task_with_its_handle():
+    trigger = EngineRunTrigger.wrap(RaisingTrigger(), {"engine": "emr", "step_id": "s-1"}, {"run_name": "r"})
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    payload = asyncio.run(first_event())
+    assert payload["handle"] == {"engine": "emr", "step_id": "s-1"} and payload["meta"] == {"run_name": "r"}
+    assert payload["event"] == {"status": "error", "message": "Waiter encountered a terminal failure state: FAILED"}

@@ -51,9 +51,9 @@ BAD_INPUTS = {
         {"application": "jobs/examples/row_stats.py", "env": {"BAD-NAME": "x"}},
         "'BAD-NAME' is not a valid environment",
     ),
-    "no_engine_section": (
+    "no_connection": (
         {"application": "jobs/examples/row_stats.py", "engine": "databricks"},
-        "has no 'databricks' section",
+        "engine_options databricks_conn_id='databricks_default'",
     ),
     # retries=3, yet a config error fails at once: a retry cannot create the file
     "not_retried": ({"application": "jobs/missing.py", "retries": 3}, "application='jobs/missing.py'"),

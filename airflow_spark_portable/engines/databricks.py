@@ -70,17 +70,11 @@ _SECTION_KEYS = {
 }
 _TASK_KEY = "spark_portable"
 _ENVIRONMENT_KEY = "spark_portable"
-_ACTIVE = {"PENDING", "QUEUED", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY"}
+# Runs a retry reattaches to (not TERMINATING: a run being cancelled is over).
+_ACTIVE = {"PENDING", "QUEUED", "RUNNING", "BLOCKED", "WAITING_FOR_RETRY"}
 _MESSAGE_FILE = re.compile(r"^\d{10}\.json$")
 # Databricks resolves {{secrets/scope/key}} on the cluster: the value never appears in the run.
 _SECRET_REFERENCE = re.compile(r"^\{\{secrets/[^/{}]+/[^/{}]+\}\}$")
-
-
-def _api(path: str) -> str:
-    """An endpoint as this provider version wants it (7.x prepends ``api/`` itself)."""
-    from airflow.providers.databricks.hooks import databricks as provider
-
-    return f"api/{path}" if provider.SUBMIT_RUN_ENDPOINT[1].startswith("api/") else path
 
 
 class Workspace:
@@ -90,7 +84,8 @@ class Workspace:
         self.hook = hook
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.hook._do_api_call((method, _api(f"2.0/workspace/{path}")), body)
+        # (the provider >= 7.6 prefixes "api/" to endpoints itself)
+        return self.hook._do_api_call((method, f"2.0/workspace/{path}"), body)
 
     def exists(self, path: str) -> bool:
         try:
@@ -189,7 +184,8 @@ def _requirements(spec: JobSpec, relative: str | None) -> list[str]:
             f"profile {spec.profile.name!r}: databricks.python_requirements = {relative!r} is not a file "
             f"under the project root {spec.code_root}"
         )
-    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    # a comment starts a line or follows whitespace (a URL's "#sha256=" is not one), as for pip
+    lines = [re.sub(r"(^|\s)#.*$", "", line).strip() for line in path.read_text().splitlines()]
     options = [line for line in lines if line.startswith("-")]
     if options:
         raise SparkPortableConfigError(
@@ -289,7 +285,7 @@ class DatabricksEngine(Engine):
     def _checked_conf(self, spec: JobSpec, section: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         """(cluster conf, session conf): a job cluster takes all of it; an existing cluster or
         serverless only Spark SQL conf, set on the job's session by the runtime."""
-        conf = {**spec.spark_conf, **section["conf"]}
+        conf = dict(spec.spark_conf)  # profile < section conf < the task's conf=, layered already
         secret = sorted(k for k, v in conf.items() if is_sensitive(k) and not _SECRET_REFERENCE.match(v))
         if secret:
             raise SparkPortableConfigError(
@@ -298,6 +294,12 @@ class DatabricksEngine(Engine):
             )
         if section["new_cluster"] is not None:
             return conf, {}
+        referenced = sorted(k for k, v in conf.items() if _SECRET_REFERENCE.match(v))
+        if referenced:
+            raise SparkPortableConfigError(
+                f"conf {referenced}: Databricks resolves secret references in a job cluster's conf only; on an "
+                "existing cluster or serverless, read the secret in the job (dbutils.secrets) or use new_cluster"
+            )
         cluster_level = sorted(k for k in conf if not k.startswith("spark.sql."))
         if cluster_level:
             raise SparkPortableConfigError(
@@ -383,10 +385,18 @@ class DatabricksEngine(Engine):
         base = try_base(spec.name)
         offset = 0
         while True:
-            page = hook._do_api_call(
-                ("GET", _api("2.1/jobs/runs/list")),
-                {"active_only": "true", "run_type": "SUBMIT_RUN", "limit": 25, "offset": offset},
-            )
+            try:  # the first call of a task try: refused credentials get named here
+                page = hook._do_api_call(
+                    ("GET", "2.1/jobs/runs/list"),
+                    {"active_only": "true", "run_type": "SUBMIT_RUN", "limit": 25, "offset": offset},
+                )
+            except Exception as exc:
+                if re.search(r"Status Code: 40[13]\b", str(exc)):
+                    raise SparkPortableConfigError(
+                        f"engine_options databricks_conn_id={self.conn_id!r}: the workspace refused its "
+                        f"credentials ({exc}). Fix the connection's token or service principal"
+                    ) from None
+                raise
             for run in page.get("runs", []):
                 if try_base(run.get("run_name", "")) == base and run["state"]["life_cycle_state"] in _ACTIVE:
                     channel = WorkspaceChannel(f"{section['workspace_root']}/runs/{run['run_name']}", self.conn_id)

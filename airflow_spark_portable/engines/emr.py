@@ -17,9 +17,7 @@ Profile section ``emr``::
       python: python3                  # the cluster's Python for the driver and workers
       conf: {spark.dynamicAllocation.enabled: "true"}
 
-``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``emr_conn_id`` (an Amazon EMR
-connection whose extra is the base RunJobFlow config for transient clusters; default none),
-``poll_interval_seconds``
+``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``poll_interval_seconds``
 (synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's log upload after a
 failure, default 300) and ``success_log_wait_seconds`` (after a success, default 60).
 """
@@ -58,6 +56,8 @@ _ACTIVE_CLUSTER = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 _ACTIVE_STEP = ["PENDING", "RUNNING"]
 _STEP_RESULT = {"COMPLETED": SUCCEEDED, "CANCELLED": CANCELLED, "INTERRUPTED": CANCELLED, "FAILED": FAILED}
 _LOG_TAIL_LINES = 200
+# Cluster end reasons that are not a failure of the cluster itself.
+_USER_ENDED = {"USER_REQUEST", "ALL_STEPS_COMPLETED", "STEP_FAILURE"}
 
 
 class EmrEngine(Engine):
@@ -105,8 +105,8 @@ class EmrEngine(Engine):
     def _emr(self):
         from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
-        # emr_conn_id: the provider's optional base RunJobFlow config for transient clusters
-        return EmrHook(aws_conn_id=self.aws_conn_id, emr_conn_id=self.options.get("emr_conn_id"))
+        # no emr_conn_id: a transient cluster's whole request comes from the profile
+        return EmrHook(aws_conn_id=self.aws_conn_id, emr_conn_id=None)
 
     def check_connection(self) -> None:
         """A named connection must exist. (The provider quietly falls back to the worker's own
@@ -215,11 +215,11 @@ class EmrEngine(Engine):
                 f"env={sorted(spec.env)}: engine 'emr' does not pass environment variables (they would be "
                 "visible as step arguments); pass values in extras or application_args instead"
             )
+        # spec.spark_conf already layers profile < section conf < the task's conf=
         conf = {
             "spark.pyspark.python": section["python"],
             "spark.pyspark.driver.python": section["python"],
             **spec.spark_conf,
-            **section["conf"],
         }
         secret = sorted(k for k in conf if is_sensitive(k))
         if secret:
@@ -262,12 +262,21 @@ class EmrEngine(Engine):
         hook = self._emr()
         try:
             cluster_id = hook.create_job_flow(request)["JobFlowId"]
-        except (ClientError, ParamValidationError) as exc:
+        except ParamValidationError as exc:
+            raise SparkPortableConfigError(f"profile {spec.profile.name!r}: section emr.cluster: {exc}") from None
+        except ClientError as exc:  # a bad request is the profile's; throttling and the like get retried
+            if exc.response.get("Error", {}).get("Code") != "ValidationException":
+                raise
             raise SparkPortableConfigError(
                 f"profile {spec.profile.name!r}: EMR refused the cluster from section emr.cluster: {exc}"
             ) from None
-        steps = hook.conn.list_steps(ClusterId=cluster_id)["Steps"]
-        step_id = next(s["Id"] for s in steps if s["Name"] == spec.name)
+        try:
+            steps = hook.conn.list_steps(ClusterId=cluster_id)["Steps"]
+            step_id = next(s["Id"] for s in steps if s["Name"] == spec.name)
+        except BaseException:  # without a handle nobody could stop this cluster: stop it now
+            self.log.error("Lost track of the new EMR cluster %s; terminating it", cluster_id)
+            hook.conn.terminate_job_flows(JobFlowIds=[cluster_id])
+            raise
         self.log.info("Started transient EMR cluster %s running step %s (%s)", cluster_id, step_id, spec.name)
         return self._handle(cluster_id, step_id, spec.name, channel, transient=True)
 
@@ -323,12 +332,11 @@ class EmrEngine(Engine):
             # A transient cluster that failed (bootstrap, capacity) cancels its step: that is
             # a failure with the cluster's reason, not a user's cancellation.
             cluster = self._emr().conn.describe_cluster(ClusterId=handle["cluster_id"])["Cluster"]["Status"]
-            if cluster["State"] == "TERMINATED_WITH_ERRORS":
+            change = cluster.get("StateChangeReason") or {}
+            code = change.get("Code")  # set while TERMINATING already, unlike the final state
+            if cluster["State"] == "TERMINATED_WITH_ERRORS" or (code and code not in _USER_ENDED):
                 state = FAILED
-                change = cluster.get("StateChangeReason") or {}
-                parts.append(
-                    f"cluster {handle['cluster_id']} {change.get('Code', 'failed')}: {change.get('Message', '')}"
-                )
+                parts.append(f"cluster {handle['cluster_id']} {code or 'failed'}: {change.get('Message', '')}")
         message = "; ".join(x for x in parts if x)
         if details.get("LogFile"):
             message += f" (log: {details['LogFile']})"
@@ -363,9 +371,12 @@ class EmrEngine(Engine):
         self.log.info("Cancelling EMR step %s on cluster %s", handle["step_id"], handle["cluster_id"])
         conn = self._emr().conn
         try:
-            conn.cancel_steps(
+            response = conn.cancel_steps(
                 ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption="SEND_INTERRUPT"
             )
+            for info in response.get("CancelStepsInfoList", []):
+                if info.get("Status") == "FAILED":
+                    self.log.warning("EMR did not cancel step %s: %s", info.get("StepId"), info.get("Reason"))
         finally:  # a transient cluster exists for this step only: never leave it billing
             if handle.get("transient"):
                 self.log.info("Terminating transient EMR cluster %s", handle["cluster_id"])
@@ -420,7 +431,7 @@ class EmrEngine(Engine):
             lines += [f"--- {name} (s3://{bucket}/{key}) ---", *text.splitlines()[-_LOG_TAIL_LINES:]]
         return lines
 
-    def cost(self, handle: RunHandle) -> dict[str, Any]:
+    def cost(self, handle: RunHandle) -> dict[str, Any] | None:
         """Instance-hours x (EC2 + EMR) from the price table. A transient cluster is the task's
         alone: every instance from launch to termination (or now, while it shuts down). On a
         shared cluster the step is charged the whole cluster while it ran (an upper bound when
@@ -430,8 +441,10 @@ class EmrEngine(Engine):
         timeline = self._describe(handle)["Status"].get("Timeline") or {}
         if handle.get("transient"):
             window, basis = (None, None), "transient cluster: all its instances from launch to termination"
+        elif timeline.get("StartDateTime") is None:  # ended before it started: it used nothing
+            return None
         else:
-            window = (timeline.get("StartDateTime"), timeline.get("EndDateTime") or now)
+            window = (timeline["StartDateTime"], timeline.get("EndDateTime") or now)
             basis = "shared cluster: all its instances while the step ran"
         usage = []
         for page in conn.get_paginator("list_instances").paginate(ClusterId=handle["cluster_id"]):

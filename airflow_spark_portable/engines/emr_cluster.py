@@ -242,11 +242,22 @@ def validate(raw: Any, where: str, s3_root: str) -> dict[str, Any]:
     if not isinstance(configurations, list):
         raise SparkPortableConfigError(f"{where}: configurations must be a list, as in the EMR API")
     extra = raw.get("run_job_flow") or {}
-    if not isinstance(extra, Mapping) or set(extra) & _OWNED_FIELDS:
+    if not isinstance(extra, Mapping) or set(extra) & (_OWNED_FIELDS - {"Instances"}):
         raise SparkPortableConfigError(
             f"{where}: run_job_flow must be a mapping of other RunJobFlow fields; "
-            f"{sorted(set(extra) & _OWNED_FIELDS) if isinstance(extra, Mapping) else extra!r} are set from this section's own keys"
+            f"{sorted(set(extra) & _OWNED_FIELDS) if isinstance(extra, Mapping) else extra!r} are set from this "
+            "section's own keys"
         )
+    extra = dict(extra)
+    # Instances fields the keys above do not cover (security groups, Placement, ...) merge in
+    more = extra.pop("Instances", {})
+    owned = {"KeepJobFlowAliveWhenNoSteps", "TerminationProtected", "InstanceFleets", "InstanceGroups"}
+    if not isinstance(more, Mapping) or set(more) & owned:
+        raise SparkPortableConfigError(
+            f"{where}: run_job_flow.Instances may not set {sorted(owned)}: they come from instance_fleets / "
+            "instance_groups, and a transient cluster always ends with its step"
+        )
+    instances.update(more)
     tags = raw.get("tags") or {}
     if not isinstance(tags, Mapping):
         raise SparkPortableConfigError(f"{where}: tags must be a mapping of tag names to values")
