@@ -54,13 +54,13 @@ def requirements(wheel: Path, airflow_version: str, python_version: str) -> str:
     version = wheel.name.split("-")[1]
     return (
         f"# airflow-spark-portable {version} for Amazon MWAA, Airflow {airflow_version}, Python {python_version}.\n"
-        "# The wheel comes from plugins.zip; its extras' packages (the amazon and databricks providers)\n"
-        "# are part of MWAA's image, so nothing is fetched from the internet.\n"
+        "# The wheel comes from plugins.zip. No extras: MWAA's image already has the amazon and\n"
+        "# databricks providers, and asking for extras could make pip look for packages offline.\n"
         f'--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-{airflow_version}/'
         f'constraints-{python_version}.txt"\n'
         "--no-index\n"
         f"--find-links {PLUGINS}\n"
-        f"airflow-spark-portable[amazon,databricks]=={version}\n"
+        f"airflow-spark-portable=={version}\n"
     )
 
 
