@@ -69,6 +69,7 @@ class PriceTable:
     def _estimate(self, region, usage, basis, surcharge, needs: str = "ec2") -> dict[str, Any]:
         infrastructure = platform = hours = 0.0
         unpriced: dict[str, float] = {}
+        usage = list(usage)
         for item in usage:
             hours += item.hours
             entry = (self.regions.get(region) or {}).get(item.instance_type)
@@ -90,7 +91,59 @@ class PriceTable:
             "basis": basis,
             "price_table": self.label,
             "unpriced": unpriced,
+            # the compute it measured, by type and market: what a report re-prices elsewhere
+            "usage": _usage_summary(usage),
         }
+
+
+def _usage_summary(usage: list[InstanceUsage]) -> list[dict[str, Any]]:
+    hours: dict[tuple[str, str], float] = {}
+    count: dict[tuple[str, str], int] = {}
+    for item in usage:
+        key = (item.instance_type, item.market)
+        hours[key] = hours.get(key, 0.0) + item.hours
+        count[key] = count.get(key, 0) + 1
+    return [
+        {"instance_type": t, "market": m, "instances": count[(t, m)], "hours": round(h, 6)}
+        for (t, m), h in sorted(hours.items())
+    ]
+
+
+# A local run is priced elsewhere as node-hours of this type, one per this many core-hours.
+REFERENCE_NODE = ("m5.xlarge", 4)
+
+
+def local_estimate(cores: int, hours: float) -> dict[str, Any]:
+    """A local run: zero cost, and the work it did, for pricing the same run elsewhere."""
+    node, vcpus = REFERENCE_NODE
+    return {
+        "currency": "USD",
+        "infrastructure": 0.0,
+        "platform": 0.0,
+        "total": 0.0,
+        "platform_share": 0.0,
+        "instance_hours": 0.0,
+        "region": "local",
+        "basis": f"local: not billed ({cores} cores for {hours * 3600:.0f} s)",
+        "price_table": "none",
+        "unpriced": {},
+        "usage": [],
+        "work": {
+            "cores": cores,
+            "core_hours": round(cores * hours, 6),
+            "reference_node": node,
+            "reference_node_hours": round(cores * hours / vcpus, 6),
+        },
+    }
+
+
+def usage_for_pricing(cost: Mapping[str, Any]) -> list[InstanceUsage]:
+    """The compute a run used (or, for a local run, its work as reference node-hours)."""
+    usage = [InstanceUsage(u["instance_type"], u["market"], float(u["hours"])) for u in cost.get("usage", [])]
+    work = cost.get("work")
+    if not usage and work:
+        usage = [InstanceUsage(work["reference_node"], "ON_DEMAND", float(work["reference_node_hours"]))]
+    return usage
 
 
 @lru_cache(maxsize=4)

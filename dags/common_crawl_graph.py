@@ -150,7 +150,9 @@ with DAG(
             "Common Crawl root: s3://commoncrawl/, https://data.commoncrawl.org/ or a local mirror.",
         ),
         "seeds_root": _root_param(
-            "CC_GRAPH_SEEDS_ROOT", BUNDLE_ROOT / "sample_data" / "seeds", "Folder or URI holding {domain}.csv seed lists."
+            "CC_GRAPH_SEEDS_ROOT",
+            BUNDLE_ROOT / "sample_data" / "seeds",
+            "Folder or URI holding {domain}.csv seed lists.",
         ),
         "output_root": _root_param(
             "CC_GRAPH_OUTPUT_ROOT",
@@ -204,10 +206,37 @@ with DAG(
                 outlets=[Asset(name=f"{DAG_ID}.{step}", uri=f"x-cc-graph://{step}", group=DAG_ID)],
                 # caps how many steps run at once across all runs (clusters cost money);
                 # see README "Concurrency"
-                pool=os.environ.get(f"CC_GRAPH_POOL_{step.upper()}") or os.environ.get("CC_GRAPH_POOL") or "default_pool",
+                pool=os.environ.get(f"CC_GRAPH_POOL_{step.upper()}")
+                or os.environ.get("CC_GRAPH_POOL")
+                or "default_pool",
             )
             if previous is not None:
                 previous >> current
             previous = current
 
-    crawl_domain.expand_kwargs(plan())
+    @task(trigger_rule="all_done")  # report what ran, also when a step failed
+    def cost_report(**context) -> dict:
+        """What each step cost, and the same run priced all-EMR and all-Databricks
+        (airflow_spark_portable/report.py); files under {output_root}/_reports/<run id>/."""
+        from airflow_spark_portable import report, settings
+        from airflow_spark_portable.costs import PriceTable
+
+        ti, params = context["ti"], context["params"]
+        # explicit map indexes (one per planned pair): the same answer on every Airflow 3.x
+        indexes = list(range(len(ti.xcom_pull(task_ids="plan") or [])))
+        metrics = {}
+        for step in STEPS:
+            values = ti.xcom_pull(task_ids=f"pair.{step}", map_indexes=indexes) if indexes else []
+            for index, value in zip(indexes, values):
+                if value is not None:  # a failed task has no result
+                    metrics[f"pair.{step}[{index}]"] = value
+        result = report.build(metrics, PriceTable.load())
+        root = str(params["output_root"])
+        safe_run = re.sub(r"[^A-Za-z0-9._=-]+", "_", context["run_id"])
+        base = Path(root) if "://" not in root else settings.work_dir() / "reports"  # remote roots: kept locally
+        paths = report.write(result, base / "_reports" / safe_run, f"{DAG_ID} {context['run_id']}")
+        print(report.to_markdown(result))
+        print(f"Report: {paths['html']}")
+        return {"totals": result["totals"], "tasks": result["tasks"], "files": paths}
+
+    crawl_domain.expand_kwargs(plan()) >> cost_report()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +46,11 @@ def dag():
 
 
 def test_dag_shape(dag):
-    assert {t.task_id for t in dag.tasks} == {"plan", "pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"}
+    assert {t.task_id for t in dag.tasks} == {
+        "plan", "pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr", "cost_report",
+    }
+    report = dag.get_task("cost_report")
+    assert report.upstream_task_ids == {"pair.graph_aggr"} and report.trigger_rule == "all_done"
     chain = ["pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream, "plan"}  # plan: the mapped pair
@@ -81,6 +87,7 @@ def test_spark_steps_run_in_the_pools_the_deployment_names(monkeypatch):
         "pair.edges": "edges_clusters",
         "pair.graph": "spark_steps",
         "pair.graph_aggr": "spark_steps",
+        "cost_report": "default_pool",
     }
 
 
@@ -199,6 +206,26 @@ def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
     assert outcome.result.get("state") == "success", outcome.output[-5000:]
     tasks = outcome.result["tasks"]
     assert sum(1 for k, v in tasks.items() if k.startswith("pair.") and v == "success") == 16
+    # the final report: 16 local tasks, zero cost, and the same work priced on EMR and Databricks
+    assert tasks["cost_report[-1]"] == "success"
+    summary = outcome.result["xcom"]["cost_report[-1]"]
+    assert summary["tasks"] == 16 and summary["totals"]["actual"]["total"] == 0
+    emr, databricks = summary["totals"]["emr"], summary["totals"]["databricks"]
+    assert 0 < emr["total"] < databricks["total"]
+    assert emr["platform"] / emr["total"] == pytest.approx(0.2, abs=0.01)  # m5.xlarge: the EMR fee is 20%
+    page = Path(summary["files"]["html"]).read_text()
+    assert page.count("<rect") >= 6 and "all Databricks" in page and "This run cost USD 0.0000" in page
+    table = Path(summary["files"]["markdown"]).read_text()
+    assert all(f"| {step} | local | 4 |" in table for step in ("nodes", "edges", "graph", "graph_aggr"))
+    # the same report from the command line, read back from Airflow's metadata database
+    cli = subprocess.run(
+        [sys.executable, "-m", "airflow_spark_portable.report", "--dag-id", "common_crawl_graph",
+         "--run-id", outcome.result["run_id"], "--out", str(tmp_path / "cli-report")],
+        capture_output=True, text=True, check=True,
+    )
+    assert "This run cost USD 0.0000" in cli.stdout
+    again = json.loads((tmp_path / "cli-report" / "report.json").read_text())
+    assert again["tasks"] == 16 and again["totals"] == summary["totals"]
     for step in ("nodes", "edges", "graph", "graph_aggr"):
         for crawl in ("CC-MAIN-2024-10", "CC-MAIN-2024-18"):
             for domain in ("steel", "pharma"):

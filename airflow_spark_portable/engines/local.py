@@ -201,7 +201,15 @@ class LocalEngine(Engine):
         slots = LocalSlots(settings.work_dir() / "slots", settings.local_max_parallel())
         slot = slots.acquire(self.log)
         lease = None
-        handle: RunHandle = {"engine": self.name, "mode": mode, "name": spec.name, "channel_dir": str(channel.folder)}
+        cores = self.validate_profile(spec.profile)["cores"]
+        handle: RunHandle = {
+            "engine": self.name,
+            "mode": mode,
+            "name": spec.name,
+            "channel_dir": str(channel.folder),
+            "cores": (os.cpu_count() or 1) if cores == "*" else cores,
+            "started": time.time(),
+        }
         try:
             if mode == "connect":
                 server_spec = self.server_spec(spec)
@@ -314,3 +322,11 @@ class LocalEngine(Engine):
             self.log.warning("Could not interrupt the job's Spark Connect session: %s", exc)
         # The next job in this slot starts a fresh session rather than one left mid-way.
         session_file.unlink(missing_ok=True)
+
+    def cost(self, handle: RunHandle) -> dict[str, Any]:
+        """Nothing is billed, but the work is measured (core-hours), so a report can price the
+        same run on a cluster (``report.py``)."""
+        from airflow_spark_portable.costs import local_estimate
+
+        hours = (time.time() - handle.get("started", time.time())) / 3600
+        return local_estimate(int(handle.get("cores", 1)), hours)

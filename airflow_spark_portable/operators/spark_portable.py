@@ -328,6 +328,7 @@ class SparkPortableOperator(BaseOperator):
             "application": meta["application"],
             "run_name": meta["run_name"],
             "wall_seconds": round(time.time() - meta["started"], 3),
+            "partition": meta["partition"],
             **({"cost": cost} if cost is not None else {}),
         }
         self.log.info("Job metrics:\n%s", json.dumps(metrics, indent=2, sort_keys=True, default=str))
