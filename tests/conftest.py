@@ -63,6 +63,27 @@ def _stop_connect_servers():
         ConnectServers(folder, 0).stop_all()
 
 
+# tests/jobs/probe_job.py on any engine: the task arguments, and what the job must see and
+# report back from them - the same on every engine.
+PROBE_TASK = {
+    "application_args": ["--flag", "x; rm -rf /"],
+    "crawl": "CC-MAIN-2024-10",
+    "domain": "steel",
+    "extras": {"max_files_per_crawl": 2},
+    "conf": {"spark.portable.test": "yes"},
+}
+
+
+def assert_probe_saw_its_task(metrics: dict[str, Any], engine: str) -> None:
+    assert metrics["context"]["engine"] == engine and metrics["spark_portable"]["engine"] == engine
+    assert metrics["context"]["partition"] == {"crawl": "CC-MAIN-2024-10", "domain": "steel"}
+    assert metrics["context"]["extras"] == {"max_files_per_crawl": 2}
+    assert metrics["argv"] == ["--flag", "x; rm -rf /"]  # verbatim: no shell on the way
+    assert metrics["custom_conf"] == "yes"  # the task's conf
+    assert metrics["shuffle_partitions"] == "4"  # the profile's spark_conf
+    assert metrics["rows"] == 42
+
+
 def operator_dag(dag_id: str, **operator_kwargs: Any) -> str:
     """Source of a DAG with one SparkPortableOperator(task_id='job', **operator_kwargs)."""
     params = operator_kwargs.pop("dag_params", {})
@@ -72,9 +93,7 @@ def operator_dag(dag_id: str, **operator_kwargs: Any) -> str:
 def tasks_dag(dag_id: str, tasks: dict[str, dict[str, Any]], params: dict | None = None) -> str:
     """Source of a DAG with one independent SparkPortableOperator per entry of ``tasks``."""
     body = "".join(
-        f"    SparkPortableOperator(task_id={task_id!r}, "
-        + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        + ")\n"
+        f"    SparkPortableOperator(task_id={task_id!r}, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")\n"
         for task_id, kwargs in tasks.items()
     )
     return (

@@ -18,7 +18,7 @@ from airflow_spark_portable.engines.databricks import DatabricksEngine
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.profiles import Profiles
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
-from conftest import TEST_JOBS, kill_session, operator_dag, wait_for
+from conftest import PROBE_TASK, TEST_JOBS, assert_probe_saw_its_task, kill_session, operator_dag, wait_for
 from harness.databricks_api import FakeDatabricks
 
 spark = pytest.mark.spark
@@ -71,23 +71,11 @@ def _env(project: Path) -> dict[str, str]:
 @spark
 def test_the_job_runs_as_a_one_time_run_with_the_same_context_and_metrics(dag_runner, databricks, tmp_path):
     project = _project(tmp_path)
-    source = _dag(
-        "dbx_probe",
-        "probe_job.py",
-        application_args=["--flag", "x; rm -rf /"],
-        crawl="CC-MAIN-2024-10",
-        domain="steel",
-        extras={"max_files_per_crawl": 2},
-        conf={"spark.portable.test": "yes"},
-    )
+    source = _dag("dbx_probe", "probe_job.py", **PROBE_TASK)
     outcome = dag_runner.run("dbx_probe", source, env=_env(project))
     assert outcome.task_state == "success", outcome.output[-4000:]
     metrics = outcome.metrics
-    assert metrics["context"]["engine"] == "databricks"
-    assert metrics["context"]["partition"] == {"crawl": "CC-MAIN-2024-10", "domain": "steel"}
-    assert metrics["context"]["extras"] == {"max_files_per_crawl": 2}
-    assert metrics["argv"] == ["--flag", "x; rm -rf /"]
-    assert metrics["rows"] == 42 and metrics["custom_conf"] == "yes" and metrics["shuffle_partitions"] == "4"
+    assert_probe_saw_its_task(metrics, "databricks")
 
     (run,) = databricks.runs()
     # the job imported the runtime from the code wheel the run installed, not from this checkout
@@ -244,7 +232,7 @@ def test_a_library_that_cannot_be_installed_fails_the_task_with_the_reason(dag_r
 
 
 def test_profile_connection_and_secret_errors_are_clear(dag_runner, databricks, tmp_path):
-    with pytest.raises(SparkPortableConfigError, match="must choose exactly one compute"):
+    with pytest.raises(SparkPortableConfigError, match=r"must choose exactly one of new_cluster .*; it has none"):
         DatabricksEngine.validate_profile(
             Profiles.from_dict({"profiles": {"p": {"databricks": {"workspace_root": ROOT}}}}, "x").get("p")
         )

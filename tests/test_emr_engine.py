@@ -26,7 +26,7 @@ from airflow_spark_portable.pipes import S3Channel
 from airflow_spark_portable.profiles import Profiles
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
 from airflow_spark_portable.triggers import EngineRunTrigger
-from conftest import TEST_JOBS, kill_session, operator_dag, wait_for
+from conftest import PROBE_TASK, TEST_JOBS, assert_probe_saw_its_task, kill_session, operator_dag, wait_for
 from harness.emr_cluster import REGION, FakeCluster, add_cancel_steps_to_moto
 
 spark = pytest.mark.spark
@@ -74,24 +74,11 @@ def _env(project: Path) -> dict[str, str]:
 @spark
 def test_the_job_runs_as_a_step_with_the_same_context_and_metrics(dag_runner, cluster, tmp_path):
     project = _project(tmp_path, cluster.cluster_id)
-    source = _emr_dag(
-        "emr_probe",
-        "probe_job.py",
-        application_args=["--flag", "x; rm -rf /"],
-        crawl="CC-MAIN-2024-10",
-        domain="steel",
-        extras={"max_files_per_crawl": 2},
-        conf={"spark.portable.test": "yes"},
-    )
+    source = _emr_dag("emr_probe", "probe_job.py", **PROBE_TASK)
     outcome = dag_runner.run("emr_probe", source, env=_env(project))
     assert outcome.task_state == "success", outcome.output[-4000:]
     metrics = outcome.metrics
-    assert metrics["context"]["engine"] == "emr"
-    assert metrics["context"]["partition"] == {"crawl": "CC-MAIN-2024-10", "domain": "steel"}
-    assert metrics["context"]["extras"] == {"max_files_per_crawl": 2}
-    assert metrics["argv"] == ["--flag", "x; rm -rf /"]  # verbatim: no shell on the way
-    assert metrics["rows"] == 42 and metrics["custom_conf"] == "yes" and metrics["shuffle_partitions"] == "4"
-    assert metrics["spark_portable"]["engine"] == "emr"
+    assert_probe_saw_its_task(metrics, "emr")
     # the job imported the runtime from the code bundle the step shipped (--py-files), not this checkout
     assert metrics["runtime_file"].endswith("/code.zip/airflow_spark_portable/runtime/__init__.py")
 
@@ -477,7 +464,9 @@ def test_an_existing_cluster_and_a_transient_one_are_exclusive(tmp_path):
     data = yaml.safe_load((project / "profiles.yaml").read_text())
     data["profiles"]["small"]["emr"]["cluster_id"] = "j-1"
     (project / "profiles.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(SparkPortableConfigError, match=r"must name exactly one cluster.*\['cluster_id', 'cluster'\]"):
+    with pytest.raises(
+        SparkPortableConfigError, match=r"must choose exactly one of cluster_id .*; it has \['cluster_id', 'cluster'\]"
+    ):
         EmrEngine.validate_profile(Profiles.load(project / "profiles.yaml").get("small"))
 
 

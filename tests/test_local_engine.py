@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from airflow_spark_portable.engines.local import LocalSlots
-from conftest import ROOT, SUBMIT_MODE, TEST_JOBS, kill_session, operator_dag, wait_for
+from conftest import ROOT, SUBMIT_MODE, TEST_JOBS, assert_probe_saw_its_task, kill_session, operator_dag, wait_for
 
 spark = pytest.mark.spark
 
@@ -37,6 +37,7 @@ def test_job_gets_its_context_and_its_metrics_become_xcom(dag_runner):
     outcome = dag_runner.run("probe", source)
     assert outcome.task_state == "success", outcome.output[-3000:]
     metrics = outcome.metrics
+    assert_probe_saw_its_task(metrics, "local")  # what the EMR and Databricks probes must see too
     ctx = metrics["context"]
     assert ctx["engine"] == "local" and ctx["profile"] == "small"
     assert ctx["partition"] == {"crawl": "CC-MAIN-2024-10", "domain": "steel"}
@@ -162,7 +163,12 @@ def test_sigkilled_worker_leaves_no_spark_process_behind(dag_runner, work_dir):
 def test_job_uses_spark_connect_when_spark_remote_is_set():
     env = {**os.environ, "SPARK_REMOTE": "local[1]", "SPARK_TESTING": "1"}  # SPARK_TESTING: a free port
     out = subprocess.run(
-        [sys.executable, str(TEST_JOBS / "probe_job.py")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, str(TEST_JOBS / "probe_job.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     completed = [line for line in out.stderr.splitlines() if '"type": "completed"' in line]

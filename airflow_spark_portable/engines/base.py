@@ -93,6 +93,16 @@ class Engine(ABC):
             raise SparkPortableConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         return section, where
 
+    @staticmethod
+    def one_of(section: Mapping[str, Any], keys: tuple[str, ...], where: str, choices: str) -> str:
+        """The one key of ``keys`` the section sets; none or several is an error."""
+        from airflow_spark_portable.exceptions import SparkPortableConfigError
+
+        found = [k for k in keys if section.get(k)]
+        if len(found) != 1:
+            raise SparkPortableConfigError(f"{where} must choose exactly one of {choices}; it has {found or 'none'}")
+        return found[0]
+
     @abstractmethod
     def open_channel(self, spec: JobSpec) -> Channel: ...
 

@@ -201,12 +201,12 @@ class DatabricksEngine(Engine):
     @classmethod
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
         section, where = cls.profile_section(profile, _SECTION_KEYS)
-        computes = [k for k in ("new_cluster", "existing_cluster_id", "serverless") if section.get(k)]
-        if len(computes) != 1:
-            raise SparkPortableConfigError(
-                f"{where} must choose exactly one compute: new_cluster (a job cluster per run), "
-                f"existing_cluster_id or serverless; it has {computes or 'none'}"
-            )
+        cls.one_of(
+            section,
+            ("new_cluster", "existing_cluster_id", "serverless"),
+            where,
+            "new_cluster (a job cluster per run), existing_cluster_id or serverless",
+        )
         root = str(section.get("workspace_root") or "")
         if not root.startswith("/") or root.startswith("/Workspace/") or len(root.strip("/")) == 0:
             raise SparkPortableConfigError(

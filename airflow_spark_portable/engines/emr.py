@@ -70,12 +70,12 @@ class EmrEngine(Engine):
     @classmethod
     def validate_profile(cls, profile: Profile) -> dict[str, Any]:
         section, where = cls.profile_section(profile, _SECTION_KEYS)
-        targets = [k for k in ("cluster_id", "cluster_name", "cluster") if section.get(k)]
-        if len(targets) != 1:
-            raise SparkPortableConfigError(
-                f"{where} must name exactly one cluster: cluster_id (j-...), cluster_name (an active "
-                f"cluster's name) or cluster (a transient cluster per task); it has {targets or 'none'}"
-            )
+        cls.one_of(
+            section,
+            ("cluster_id", "cluster_name", "cluster"),
+            where,
+            "cluster_id (j-...), cluster_name (an active cluster's name) or cluster (a transient cluster per task)",
+        )
         s3_root = str(section.get("s3_root") or "").rstrip("/")
         if not s3_root.startswith("s3://") or len(s3_root) <= len("s3://"):
             raise SparkPortableConfigError(
