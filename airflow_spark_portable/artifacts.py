@@ -78,6 +78,19 @@ def build_code_bundle(code_root: Path) -> CodeBundle:
     return CodeBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(sorted(entries)))
 
 
+def put_once(root: str, name: str, data: bytes, exists, put, log) -> str:
+    """Store ``data`` at ``{root}/artifacts/<sha256>/<name>`` through a platform's ``exists``
+    and ``put``: named by content, so it is uploaded once and never overwritten, and concurrent
+    runs cannot race on a mutable path. Returns the path."""
+    path = f"{root}/artifacts/{hashlib.sha256(data).hexdigest()[:20]}/{name}"
+    if exists(path):
+        log.info("Artifact unchanged, not uploaded: %s", path)
+    else:
+        put(path, data)
+        log.info("Uploaded %s (%d bytes)", path, len(data))
+    return path
+
+
 WHEEL_DIST = "spark_portable_code"
 
 

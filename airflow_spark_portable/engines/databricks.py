@@ -35,7 +35,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_portable.artifacts import build_code_wheel
+from airflow_spark_portable.artifacts import build_code_wheel, put_once
 from airflow_spark_portable.costs import InstanceUsage, PriceTable
 from airflow_spark_portable.engines.base import (
     CANCELLED,
@@ -239,7 +239,19 @@ class DatabricksEngine(Engine):
     def conn_id(self) -> str:
         return self.options.get("databricks_conn_id", "databricks_default")
 
+    def __init__(self, options=None, log=None) -> None:
+        super().__init__(options, log)
+        self._ended: dict[int, dict[str, Any]] = {}
+        self._outputs: dict[int, dict[str, Any]] = {}
+        self._connected = None
+
     def _hook(self):
+        """The provider's hook, made once per engine (it resolves the connection)."""
+        if self._connected is None:
+            self._connected = self._connect()
+        return self._connected
+
+    def _connect(self):
         from airflow.providers.databricks.hooks.databricks import DatabricksHook
 
         try:
@@ -266,14 +278,10 @@ class DatabricksEngine(Engine):
     # -- submitting ---------------------------------------------------------------------
 
     def put_artifact(self, workspace: Workspace, root: str, name: str, data: bytes) -> str:
-        """Upload under ``artifacts/<sha>/<name>`` (content-addressed: once, never overwritten)."""
-        path = f"{root}/artifacts/{hashlib.sha256(data).hexdigest()[:20]}/{name}"
-        if workspace.exists(path):
-            self.log.info("Artifact unchanged, not uploaded: %s", path)
-        else:
-            workspace.put(path, data, overwrite=False)
-            self.log.info("Uploaded %s (%d bytes)", path, len(data))
-        return path
+        """``artifacts.put_once`` in workspace files."""
+        return put_once(
+            root, name, data, workspace.exists, lambda path, body: workspace.put(path, body, overwrite=False), self.log
+        )
 
     @staticmethod
     def idempotency_token(spec: JobSpec) -> str:
@@ -407,25 +415,35 @@ class DatabricksEngine(Engine):
 
     # -- waiting ------------------------------------------------------------------------
 
-    def _task_run_id(self, run: dict[str, Any]) -> int:
-        tasks = run.get("tasks") or []
-        return tasks[0]["run_id"] if tasks else run["run_id"]
+    def _ended_run(self, handle: RunHandle) -> dict[str, Any]:
+        """The finished run, read once: the result, the logs and the cost all need it."""
+        if handle["run_id"] not in self._ended:
+            self._ended[handle["run_id"]] = self._hook().get_run(handle["run_id"])
+        return self._ended[handle["run_id"]]
+
+    def _output(self, handle: RunHandle) -> dict[str, Any]:
+        """``runs/get-output`` of the run's task (not of the parent: the API refuses that),
+        read once; {} with the reason logged when there is none (a cluster that never started)."""
+        if handle["run_id"] not in self._outputs:
+            run = self._ended_run(handle)
+            tasks = run.get("tasks") or []
+            try:
+                output = self._hook().get_run_output(tasks[0]["run_id"] if tasks else run["run_id"])
+            except Exception as exc:
+                self.log.info("No run output for run %s: %s", handle["run_id"], exc)
+                output = {}
+            self._outputs[handle["run_id"]] = output
+        return self._outputs[handle["run_id"]]
 
     def _result(self, handle: RunHandle) -> RunResult:
-        hook = self._hook()
-        run = hook.get_run(handle["run_id"])
-        state = run["state"]
+        state = self._ended_run(handle)["state"]
         life, result = state["life_cycle_state"], state.get("result_state", "")
         message = f"Databricks run {handle['run_id']} {life} {result}: {state.get('state_message', '')}".strip()
         if result == "SUCCESS":
             return RunResult(SUCCEEDED, message)
         if result == "CANCELED":
             return RunResult(CANCELLED, message)
-        try:
-            output = hook.get_run_output(self._task_run_id(run))
-        except Exception as exc:  # no output (e.g. the cluster never started): the state says why
-            self.log.info("No run output for run %s: %s", handle["run_id"], exc)
-            output = {}
+        output = self._output(handle)
         if output.get("error"):
             message += f"; error: {output['error']}"
         return RunResult(FAILED, message, log_tail=(output.get("error_trace") or "").splitlines())
@@ -463,11 +481,9 @@ class DatabricksEngine(Engine):
     def fetch_logs(self, handle: RunHandle, succeeded: bool) -> list[str]:
         """The task's stdout (``runs/get-output`` keeps its last 5 MB) and, on failure, its
         error trace."""
-        hook = self._hook()
-        try:
-            output = hook.get_run_output(self._task_run_id(hook.get_run(handle["run_id"])))
-        except Exception as exc:
-            return [f"(no run output: {exc})"]
+        output = self._output(handle)
+        if not output:
+            return ["(no run output; see the run page)"]
         lines = ["--- stdout (runs/get-output) ---", *(output.get("logs") or "").splitlines()[-200:]]
         if output.get("error_trace"):
             lines += ["--- error trace ---", *output["error_trace"].splitlines()]
@@ -481,7 +497,7 @@ class DatabricksEngine(Engine):
         ``max_workers``, an upper bound); with spot availability, nodes beyond
         ``first_on_demand`` (default 1: the driver) are spot. Existing clusters and serverless
         compute are billed by Databricks in ways a run does not show: no estimate."""
-        run = self._hook().get_run(handle["run_id"])
+        run = self._ended_run(handle)
         task = (run.get("tasks") or [run])[0]
         cluster = task.get("new_cluster")
         if not cluster:

@@ -25,12 +25,11 @@ failure, default 300) and ``success_log_wait_seconds`` (after a success, default
 from __future__ import annotations
 
 import gzip
-import hashlib
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_portable.artifacts import build_code_bundle
+from airflow_spark_portable.artifacts import build_code_bundle, put_once
 from airflow_spark_portable.costs import InstanceUsage, PriceTable
 from airflow_spark_portable.engines import emr_cluster
 from airflow_spark_portable.engines.base import (
@@ -167,17 +166,18 @@ class EmrEngine(Engine):
         return section["cluster_id"]
 
     def put_artifact(self, s3_root: str, name: str, data: bytes) -> str:
-        """Upload ``data`` under a key named by its content (``artifacts/<sha>/<name>``):
-        uploaded once, never overwritten, so concurrent runs cannot race on a mutable key."""
-        bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
-        key = f"{prefix}/artifacts/{hashlib.sha256(data).hexdigest()[:20]}/{name}".lstrip("/")
+        """``artifacts.put_once`` on S3."""
         hook = self._s3()
-        if hook.check_for_key(key, bucket_name=bucket):
-            self.log.info("Artifact unchanged, not uploaded: s3://%s/%s", bucket, key)
-        else:
-            hook.load_bytes(data, key=key, bucket_name=bucket, replace=False)
-            self.log.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, len(data))
-        return f"s3://{bucket}/{key}"
+
+        def exists(uri: str) -> bool:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            return hook.check_for_key(key, bucket_name=bucket)
+
+        def put(uri: str, body: bytes) -> None:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            hook.load_bytes(body, key=key, bucket_name=bucket, replace=False)
+
+        return put_once(s3_root, name, data, exists, put, self.log)
 
     def upload_artifacts(self, spec: JobSpec, s3_root: str) -> tuple[str, str]:
         """(job file URI, code bundle URI)."""
