@@ -35,10 +35,31 @@ def _add(into: dict[str, float], cost: Mapping[str, Any]) -> None:
         into[key] = round(into[key] + float(cost.get(key, 0.0)), 6)
 
 
+def task_label(task_id: str, map_index: int) -> str:
+    """How the report names a task instance: ``plan``, ``pair.edges[1]``."""
+    return task_id if map_index < 0 else f"{task_id}[{map_index}]"
+
+
+def not_succeeded(states: Mapping[str, str], partitions: Mapping[str, str] | None = None, skipped_ok: bool = False) -> list[str]:
+    """``"label (partition): state"`` for every task instance that did not succeed."""
+    fine = {"success", "removed"} | ({"skipped"} if skipped_ok else set())
+    partitions = partitions or {}
+    return [
+        f"{label}{f' ({partitions[label]})' if label in partitions else ''}: {state}"
+        for label, state in sorted(states.items())
+        if state not in fine
+    ]
+
+
 def build(
-    task_metrics: Mapping[str, Mapping[str, Any]], table: PriceTable, region: str = "us-east-1"
+    task_metrics: Mapping[str, Mapping[str, Any]],
+    table: PriceTable,
+    region: str = "us-east-1",
+    task_states: Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The report of one DAG run from ``{task label: metrics}``."""
+    """The report of one DAG run from ``{task label: metrics}``, with every task's state
+    (``{task label: state}``) and the tasks that did not succeed, when known."""
     steps: dict[tuple[str, str], dict[str, Any]] = {}
     totals = {"actual": dict(_ZERO), **{p: dict(_ZERO) for p in PLATFORMS}}
     unpriced: dict[str, float] = {}
@@ -75,6 +96,8 @@ def build(
             _add(totals[platform], priced)
     return {
         "tasks": tasks,
+        "task_states": dict(sorted((task_states or {}).items())),
+        "problems": list(problems or []),
         "steps": [steps[k] for k in sorted(steps)],
         "totals": totals,
         "currency": table.currency,
@@ -106,7 +129,13 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         f"| **total** | | {report['tasks']} | | **{_money(totals['actual']['total'])}** | "
         f"**{_money(totals['emr']['total'])}** | **{_money(totals['databricks']['total'])}** |"
     )
-    lines += ["", _headline(report), "", f"Model: {report['model']}. Prices: {report['price_table']}."]
+    lines += ["", _headline(report)]
+    if report.get("problems"):
+        lines += ["", f"**{len(report['problems'])} task(s) did not succeed** (not priced):"]
+        lines += [f"- {problem}" for problem in report["problems"]]
+    if report.get("task_states"):
+        lines += ["", "Task states: " + ", ".join(f"{t} {s}" for t, s in report["task_states"].items())]
+    lines += ["", f"Model: {report['model']}. Prices: {report['price_table']}."]
     if report["unpriced"]:
         lines.append(f"Not priced (missing from the table): {report['unpriced']} hours.")
     return "\n".join(lines) + "\n"
@@ -171,10 +200,23 @@ def to_html(report: Mapping[str, Any], title: str) -> str:
         "</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p><strong>{html.escape(_headline(report))}</strong></p>{_chart(report)}"
         f"<table><tr><th>step</th><th>engine</th><th>tasks</th><th>wall s</th><th>actual {cur}</th>"
-        f"<th>all-EMR {cur}</th><th>all-Databricks {cur}</th></tr>{rows}</table>"
+        f"<th>all-EMR {cur}</th><th>all-Databricks {cur}</th></tr>{rows}</table>{_states_html(report)}"
         f"<p>Model: {html.escape(report['model'])}. Prices: {html.escape(report['price_table'])}.</p>"
         "</body></html>"
     )
+
+
+def _states_html(report: Mapping[str, Any]) -> str:
+    problems = report.get("problems") or []
+    parts = []
+    if problems:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+        parts.append(f"<h2>{len(problems)} task(s) did not succeed (not priced)</h2><ul>{items}</ul>")
+    states = report.get("task_states") or {}
+    if states:
+        rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{html.escape(s)}</td></tr>" for t, s in states.items())
+        parts.append(f"<h2>Tasks</h2><table><tr><th>task</th><th>state</th></tr>{rows}</table>")
+    return "".join(parts)
 
 
 def write(report: Mapping[str, Any], folder: Path, title: str) -> dict[str, str]:
@@ -190,14 +232,18 @@ def write(report: Mapping[str, Any], folder: Path, title: str) -> dict[str, str]
     return {kind: str(path) for kind, path in paths.items()}
 
 
-def metrics_from_db(dag_id: str, run_id: str) -> dict[str, Any]:
-    """Every task's return value of one DAG run, from Airflow's metadata database."""
+def run_from_db(dag_id: str, run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every task's return value and state in one DAG run, from Airflow's metadata database."""
+    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id, key="return_value").all()
-        return {f"{row.task_id}[{row.map_index}]": XComModel.deserialize_value(row) for row in rows}
+        metrics = {task_label(row.task_id, row.map_index): XComModel.deserialize_value(row) for row in rows}
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).all()
+        states = {task_label(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in tis}
+    return metrics, states
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,10 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for report.html, report.md, report.json")
     parser.add_argument("--region", default="us-east-1", help="AWS region for pricing local work (what-if)")
     args = parser.parse_args(argv)
-    metrics = metrics_from_db(args.dag_id, args.run_id)
-    if not metrics:
-        raise SystemExit(f"no task results for dag {args.dag_id!r} run {args.run_id!r}: check both ids")
-    report = build(metrics, PriceTable.load(), args.region)
+    metrics, states = run_from_db(args.dag_id, args.run_id)
+    if not states:
+        raise SystemExit(f"no task instances for dag {args.dag_id!r} run {args.run_id!r}: check both ids")
+    problems = not_succeeded(states, skipped_ok=True)  # a report, not a judge: skips are the DAG's to judge
+    report = build(metrics, PriceTable.load(), args.region, task_states=states, problems=problems)
     paths = write(report, args.out, f"{args.dag_id} {args.run_id}")
     print(to_markdown(report))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))

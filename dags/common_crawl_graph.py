@@ -1,9 +1,15 @@
-"""Inter-firm hyperlink networks from Common Crawl (CONTRACT.md section 5).
+"""Inter-firm hyperlink networks from Common Crawl (docs/pipeline.md).
 
 One mapped task group per (crawl, domain) pair runs nodes -> edges -> graph -> graph_aggr,
 each step on `engines[step]` or else `engine`. Manual runs (trigger form, `airflow dags test`,
 REST API) process the `crawls` param; scheduled and backfill runs process the crawls published
-in their data interval, from `dags/data/crawls.csv` (the schedule is one run per release date).
+in their data interval, from `dags/data/crawls.csv` (the schedule is one run per release date),
+and do not use the `crawls` param. Conf keys that are not params are refused by `plan`.
+
+Run state: `cost_report` runs whatever happened (trigger rule all_done) and lists every task
+with its state; `check_run`, the only leaf, then fails the DAG run when any planned task did not
+succeed (failed, upstream_failed, skipped by hand...), naming those tasks and their partitions.
+So a run is green only when every step of every (crawl, domain) pair wrote its partition.
 
 With no conf at all every param points at the bundled sample data and a local output folder.
 A deployment changes the defaults with environment variables, never by editing this file:
@@ -34,6 +40,8 @@ from airflow.timetables.events import EventsTimetable
 DAG_ID = "common_crawl_graph"
 STEPS = ("nodes", "edges", "graph", "graph_aggr")
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
+ROOT_PARAMS = ("cc_root", "seeds_root", "output_root")
+PARAM_DEFAULT_CRAWLS = ("CC-MAIN-2024-10", "CC-MAIN-2024-18")
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CRAWL_LIST = Path(__file__).resolve().parent / "data" / "crawls.csv"
 
@@ -75,6 +83,13 @@ def plan_pairs(
             raise ValueError(f"param 'engines': unknown step {step!r}; steps are {', '.join(STEPS)}")
         if value not in ENGINE_NAMES:
             raise ValueError(f"param 'engines': {step} = {value!r}; use one of {', '.join(ENGINE_NAMES)}")
+    for name in ROOT_PARAMS:
+        root = str(params[name])
+        if "://" not in root and not root.startswith("/"):
+            raise ValueError(
+                f"param {name!r} = {root!r} is a relative path (relative to what the worker happens to run "
+                "in): give an absolute folder or a URI such as s3://bucket/prefix"
+            )
     seeds_root = str(params["seeds_root"])
     if seeds_must_exist and "://" not in seeds_root:
         missing = [d for d in domains if not (Path(seeds_root) / f"{d}.csv").is_file()]
@@ -93,6 +108,66 @@ def plan_pairs(
     for pair in pairs:
         pair.update({f"{step}_engine": engines.get(step, engine) for step in STEPS})
     return pairs
+
+
+def check_conf_keys(conf: dict, params: dict) -> None:
+    """A conf key that is no param would be ignored without a word (a typo such as
+    ``crawl`` for ``crawls`` would run the default crawls): refuse it."""
+    unknown = sorted(set(conf or {}) - set(params))
+    if unknown:
+        raise ValueError(
+            f"unknown conf key(s) {unknown}: this DAG's params are {', '.join(sorted(params))}; "
+            "fix the spelling or remove the key"
+        )
+
+
+def run_crawls(run_type: str, params: dict, conf: dict, releases: dict[str, dt.date], start, end) -> list[str]:
+    """The crawls a run processes: manual runs take the ``crawls`` param; scheduled and backfill
+    runs take the crawls released in their data interval, and refuse a ``crawls`` conf that
+    asks for something else (it would be ignored)."""
+    if run_type not in ("scheduled", "backfill"):
+        return list(params["crawls"])
+    crawls = crawls_released(releases, start, end)
+    asked = (conf or {}).get("crawls")
+    if asked is not None and list(asked) != list(PARAM_DEFAULT_CRAWLS) and list(asked) != crawls:
+        raise ValueError(
+            f"param 'crawls' = {list(asked)} is not used by {run_type} runs: they process the crawls "
+            f"released in their data interval ({start} .. {end}: {crawls or 'none'}); remove 'crawls' from the "
+            "conf, or trigger a manual run for those crawls"
+        )
+    return crawls
+
+
+def run_task_states(ti, dag, run_id: str) -> dict[str, str]:
+    """``{task label: state}`` for every task instance of this run that has finished, but the
+    caller's own (labels as in the cost report: ``plan``, ``pair.edges[1]``)."""
+    from airflow_spark_portable.report import task_label
+
+    raw = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
+    task_ids = set(dag.task_ids)
+    states = {}
+    for key, state in raw.items():  # the API names mapped instances "<task_id>_<map_index>"
+        task_id, _, index = key.rpartition("_")
+        if key in task_ids or not (task_id in task_ids and index.isdigit()):
+            label = key
+        else:
+            label = task_label(task_id, int(index))
+        if key != ti.task_id and state is not None:  # None: downstream of the caller, not run yet
+            states[label] = str(getattr(state, "value", state))
+    return states
+
+
+def run_problems(states: dict[str, str], pairs: list[dict]) -> list[str]:
+    """Every task that did not succeed, with its (crawl, domain). A run whose plan has no
+    pair (a scheduled interval without a crawl release) skips the pair tasks: that is fine."""
+    from airflow_spark_portable.report import not_succeeded, task_label
+
+    partitions = {
+        task_label(f"pair.{step}", index): f"{pair['crawl']} / {pair['domain']}"
+        for step in STEPS
+        for index, pair in enumerate(pairs)
+    }
+    return not_succeeded(states, partitions, skipped_ok=not pairs and states.get("plan") == "success")
 
 
 def _default(env: str, fallback: Path | str) -> str:
@@ -121,11 +196,12 @@ with DAG(
     doc_md=__doc__,
     params={
         "crawls": Param(
-            ["CC-MAIN-2024-10", "CC-MAIN-2024-18"],
+            list(PARAM_DEFAULT_CRAWLS),
             type="array",
             items={"type": "string", "pattern": CRAWL_ID.pattern},
             minItems=1,
-            description="Crawl ids such as CC-MAIN-2024-10 (manual runs; scheduled runs take the crawls released in their interval).",
+            description="Crawl ids such as CC-MAIN-2024-10, for manual runs. Scheduled and backfill runs do not "
+            "use it: they process the crawls released in their data interval (dags/data/crawls.csv).",
         ),
         "domains": Param(
             ["steel", "pharma"],
@@ -165,6 +241,14 @@ with DAG(
             minimum=1,
             description="Read only the first N WAT files of each crawl (sampling); empty = all.",
         ),
+        "max_failed_files": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="How many listed WAT files may fail (unreadable or partial, after retries) before the edges "
+            "step fails. 0 (safe): a partition is written only from every listed file. A partition written from "
+            "fewer files names the failed ones in its metrics (files_failed, failed_files).",
+        ),
     },
 ):
 
@@ -176,13 +260,15 @@ with DAG(
         dag_run = context["dag_run"]
         run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type)).lower()
         params = context["params"]
+        check_conf_keys(dag_run.conf, context["dag"].params)  # the declared ones: conf keys join params
+        start = context.get("data_interval_start") or context.get("logical_date")
+        end = context.get("data_interval_end") or context.get("logical_date")
+        crawls = run_crawls(run_type, params, dag_run.conf, load_crawl_list(), start, end)
         if run_type in ("scheduled", "backfill"):
-            start = context.get("data_interval_start") or context["logical_date"]
-            end = context.get("data_interval_end") or context["logical_date"]
-            crawls = crawls_released(load_crawl_list(), start, end)
-            print(f"{run_type} run for {start} .. {end}: crawls released then: {crawls or 'none'}")
-        else:
-            crawls = list(params["crawls"])
+            print(
+                f"{run_type} run for {start} .. {end}: processes the crawls released then: {crawls or 'none'} "
+                "(the 'crawls' param is not used by scheduled and backfill runs)"
+            )
         max_map_length = settings.airflow_conf().getint("core", "max_map_length", fallback=1024)
         return plan_pairs(params, crawls, max_map_length)
 
@@ -199,7 +285,10 @@ with DAG(
                 domain=domain,
                 inputs={"cc": "{{ params.cc_root }}", "seeds": "{{ params.seeds_root }}"},
                 output_root="{{ params.output_root }}",
-                extras={"max_files_per_crawl": "{{ params.max_files_per_crawl }}"},
+                extras={
+                    "max_files_per_crawl": "{{ params.max_files_per_crawl }}",
+                    "max_failed_files": "{{ params.max_failed_files }}",
+                },
                 # one asset per step; each event carries the (crawl, domain) partition it wrote.
                 # An "x-" scheme: Airflow then skips provider URI normalisers, whose discovery
                 # imports boto3 (through the amazon provider) on every parse.
@@ -217,26 +306,41 @@ with DAG(
     @task(trigger_rule="all_done")  # report what ran, also when a step failed
     def cost_report(**context) -> dict:
         """What each step cost, and the same run priced all-EMR and all-Databricks
-        (airflow_spark_portable/report.py); files under {output_root}/_reports/<run id>/."""
+        (airflow_spark_portable/report.py), with every task's state; files under
+        {output_root}/_reports/<run id>/."""
         from airflow_spark_portable import report, settings
         from airflow_spark_portable.costs import PriceTable
 
         ti, params = context["ti"], context["params"]
+        pairs = ti.xcom_pull(task_ids="plan") or []
         # explicit map indexes (one per planned pair): the same answer on every Airflow 3.x
-        indexes = list(range(len(ti.xcom_pull(task_ids="plan") or [])))
+        indexes = list(range(len(pairs)))
         metrics = {}
         for step in STEPS:
             values = ti.xcom_pull(task_ids=f"pair.{step}", map_indexes=indexes) if indexes else []
             for index, value in zip(indexes, values):
                 if value is not None:  # a failed task has no result
-                    metrics[f"pair.{step}[{index}]"] = value
-        result = report.build(metrics, PriceTable.load())
+                    metrics[report.task_label(f"pair.{step}", index)] = value
+        states = run_task_states(ti, context["dag"], context["run_id"])
+        result = report.build(metrics, PriceTable.load(), task_states=states, problems=run_problems(states, pairs))
         root = str(params["output_root"])
         safe_run = re.sub(r"[^A-Za-z0-9._=-]+", "_", context["run_id"])
         base = Path(root) if "://" not in root else settings.work_dir() / "reports"  # remote roots: kept locally
         paths = report.write(result, base / "_reports" / safe_run, f"{DAG_ID} {context['run_id']}")
         print(report.to_markdown(result))
         print(f"Report: {paths['html']}")
-        return {"totals": result["totals"], "tasks": result["tasks"], "files": paths}
+        return {"totals": result["totals"], "tasks": result["tasks"], "problems": result["problems"], "files": paths}
 
-    crawl_domain.expand_kwargs(plan()) >> cost_report()
+    @task(trigger_rule="all_done")  # the only leaf: Airflow takes the run's state from it
+    def check_run(**context) -> None:
+        """Fail the DAG run when any task of it did not succeed."""
+        ti = context["ti"]
+        states = run_task_states(ti, context["dag"], context["run_id"])
+        problems = run_problems(states, ti.xcom_pull(task_ids="plan") or [])
+        if problems:
+            raise RuntimeError(
+                f"{len(problems)} task(s) of this run did not succeed, so the run failed: " + "; ".join(problems)
+            )
+        print(f"all {len(states) - 1} tasks succeeded")
+
+    crawl_domain.expand_kwargs(plan()) >> cost_report() >> check_run()

@@ -47,10 +47,14 @@ def dag():
 
 def test_dag_shape(dag):
     assert {t.task_id for t in dag.tasks} == {
-        "plan", "pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr", "cost_report",
+        "plan", "pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr", "cost_report", "check_run",
     }
     report = dag.get_task("cost_report")
     assert report.upstream_task_ids == {"pair.graph_aggr"} and report.trigger_rule == "all_done"
+    # the run's state is its leaves': check_run alone, which fails when any task did not succeed
+    assert [t.task_id for t in dag.tasks if not t.downstream_task_ids] == ["check_run"]
+    assert dag.get_task("check_run").upstream_task_ids == {"cost_report"}
+    assert dag.get_task("check_run").trigger_rule == "all_done"
     chain = ["pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream, "plan"}  # plan: the mapped pair
@@ -88,6 +92,7 @@ def test_spark_steps_run_in_the_pools_the_deployment_names(monkeypatch):
         "pair.graph": "spark_steps",
         "pair.graph_aggr": "spark_steps",
         "cost_report": "default_pool",
+        "check_run": "default_pool",
     }
 
 
@@ -122,7 +127,8 @@ def test_trigger_form_rejects_bad_params(dag, conf, param):
 
 
 def _params(**over):
-    base = {"domains": ["steel", "pharma"], "engine": "local", "engines": {}, "seeds_root": str(SAMPLE / "seeds")}
+    base = {"domains": ["steel", "pharma"], "engine": "local", "engines": {}, "seeds_root": str(SAMPLE / "seeds"),
+            "cc_root": str(SAMPLE / "cc"), "output_root": "/tmp/cc-graph-out"}
     return {**base, **over}
 
 
@@ -149,6 +155,58 @@ def test_plan_fails_fast_naming_the_param(module, params, crawls, limit, message
     with pytest.raises(ValueError) as error:
         module.plan_pairs(params, crawls, limit)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("root", ["cc_root", "seeds_root", "output_root"])
+def test_plan_refuses_relative_roots(module, root):
+    params = _params(**{root: "var/out"})
+    with pytest.raises(ValueError, match=rf"param '{root}' = 'var/out' is a relative path"):
+        module.plan_pairs(params, ["CC-MAIN-2024-10"], 1024)
+
+
+def test_plan_refuses_conf_keys_that_are_not_params(module, dag):
+    params = dag.params.dump()
+    module.check_conf_keys({"crawls": ["CC-MAIN-2024-10"], "max_failed_files": 1}, params)
+    with pytest.raises(ValueError) as error:
+        module.check_conf_keys({"crawl": ["CC-MAIN-2099-01"]}, params)
+    assert "unknown conf key(s) ['crawl']" in str(error.value) and "crawls" in str(error.value)
+
+
+def test_scheduled_and_backfill_runs_take_their_interval_not_the_crawls_param(module):
+    releases = module.load_crawl_list()
+    day = dt.datetime.combine(releases["CC-MAIN-2024-18"], dt.time(), tzinfo=dt.timezone.utc)
+    params = {"crawls": ["CC-MAIN-2024-10"]}
+    assert module.run_crawls("manual", params, {"crawls": ["CC-MAIN-2024-10"]}, releases, day, day) == [
+        "CC-MAIN-2024-10"
+    ]
+    for run_type in ("scheduled", "backfill"):
+        # no conf, or the form's default values: the interval decides
+        assert module.run_crawls(run_type, params, {}, releases, day, day) == ["CC-MAIN-2024-18"]
+        default = {"crawls": list(module.PARAM_DEFAULT_CRAWLS)}
+        assert module.run_crawls(run_type, params, default, releases, day, day) == ["CC-MAIN-2024-18"]
+        with pytest.raises(ValueError, match=f"param 'crawls' = \\['CC-MAIN-2023-50'\\] is not used by {run_type} runs"):
+            module.run_crawls(run_type, params, {"crawls": ["CC-MAIN-2023-50"]}, releases, day, day)
+
+
+def test_run_problems_name_every_task_that_did_not_succeed(module):
+    pairs = [{"crawl": "CC-MAIN-2024-10", "domain": "steel"}, {"crawl": "CC-MAIN-2099-01", "domain": "steel"}]
+    states = {"plan": "success", "pair.nodes[0]": "success", "pair.nodes[1]": "success",
+              "pair.edges[0]": "success", "pair.edges[1]": "failed", "pair.graph[1]": "upstream_failed",
+              "pair.graph_aggr[1]": "skipped", "cost_report": "success"}
+    assert module.run_problems(states, pairs) == [
+        "pair.edges[1] (CC-MAIN-2099-01 / steel): failed",
+        "pair.graph[1] (CC-MAIN-2099-01 / steel): upstream_failed",
+        "pair.graph_aggr[1] (CC-MAIN-2099-01 / steel): skipped",  # skipped by hand: not a green run
+    ]
+    # a scheduled interval without a release plans nothing: its pair tasks are skipped, rightly
+    empty = {"plan": "success", "pair.nodes": "skipped", "pair.edges": "skipped", "cost_report": "success"}
+    assert module.run_problems(empty, []) == []
+    assert module.run_problems({**empty, "plan": "skipped"}, []) == [  # skipped by hand
+        "pair.edges: skipped", "pair.nodes: skipped", "plan: skipped",
+    ]
+    assert module.run_problems({"plan": "failed", "pair.nodes": "upstream_failed"}, []) == [
+        "pair.nodes: upstream_failed", "plan: failed",
+    ]
 
 
 def test_interval_selects_the_crawls_released_in_it(module):
@@ -207,8 +265,9 @@ def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
     tasks = outcome.result["tasks"]
     assert sum(1 for k, v in tasks.items() if k.startswith("pair.") and v == "success") == 16
     # the final report: 16 local tasks, zero cost, and the same work priced on EMR and Databricks
-    assert tasks["cost_report[-1]"] == "success"
+    assert tasks["cost_report[-1]"] == "success" and tasks["check_run[-1]"] == "success"
     summary = outcome.result["xcom"]["cost_report[-1]"]
+    assert summary["problems"] == []
     assert summary["tasks"] == 16 and summary["totals"]["actual"]["total"] == 0
     emr, databricks = summary["totals"]["emr"], summary["totals"]["databricks"]
     assert 0 < emr["total"] < databricks["total"]
@@ -237,3 +296,114 @@ def test_dags_test_runs_the_whole_sample_pipeline(dag_runner, tmp_path):
               for e in outcome.result["asset_events"]}
     assert events == {(f"common_crawl_graph.{step}", c, d) for step in ("nodes", "edges", "graph", "graph_aggr")
                       for c in ("CC-MAIN-2024-10", "CC-MAIN-2024-18") for d in ("steel", "pharma")}
+
+
+def _dag_test(dag_runner, conf, source=None, timeout=900):
+    """`dag.test()` of the bundle's DAG file with ``conf``; the outcome and its cost report."""
+    shutil.copytree(ROOT / "dags" / "data", dag_runner.home / "dags" / "data", dirs_exist_ok=True)
+    outcome = dag_runner.run("common_crawl_graph", source or DAG_FILE.read_text(), conf=conf, timeout=timeout)
+    reports = sorted(Path(conf["output_root"]).glob("_reports/*/report.json"))
+    return outcome, json.loads(reports[-1].read_text()) if reports else None
+
+
+def _sample_conf(out, **over):
+    return {"cc_root": str(SAMPLE / "cc"), "seeds_root": str(SAMPLE / "seeds"), "output_root": str(out), **over}
+
+
+def test_a_failed_plan_fails_the_run_and_the_report_names_it(dag_runner, tmp_path):
+    outcome, report = _dag_test(dag_runner, _sample_conf(tmp_path / "out", domains=["textiles"]))
+    tasks = outcome.result["tasks"]
+    assert tasks["plan[-1]"] == "failed" and tasks["cost_report[-1]"] == "success", outcome.output[-3000:]
+    assert tasks["check_run[-1]"] == "failed"
+    assert outcome.result["state"] == "failed"
+    assert "plan: failed" in report["problems"] and "pair.nodes: upstream_failed" in report["problems"]
+    assert report["task_states"]["plan"] == "failed"
+    markdown = (Path(report_folder := sorted((tmp_path / "out").glob("_reports/*"))[-1]) / "report.md").read_text()
+    assert "did not succeed" in markdown and "- plan: failed" in markdown
+    assert "plan: failed" in (report_folder / "report.html").read_text()
+
+
+def test_a_misspelt_conf_key_fails_the_plan(dag_runner, tmp_path):
+    outcome, report = _dag_test(dag_runner, _sample_conf(tmp_path / "out", crawl=["CC-MAIN-2099-01"]))
+    assert outcome.result["tasks"]["plan[-1]"] == "failed" and outcome.result["state"] == "failed"
+    assert "unknown conf key(s) ['crawl']" in outcome.output
+
+
+@pytest.mark.spark
+def test_a_failed_step_and_its_upstream_failed_followers_fail_the_run(dag_runner, tmp_path):
+    # CC-MAIN-2099-01 has no WAT listing: nodes succeeds, edges fails, graph and graph_aggr never run
+    out = tmp_path / "out"
+    outcome, report = _dag_test(dag_runner, _sample_conf(out, crawls=["CC-MAIN-2099-01"], domains=["steel"]))
+    tasks = outcome.result["tasks"]
+    assert tasks["pair.nodes[0]"] == "success" and tasks["pair.edges[0]"] == "failed", outcome.output[-3000:]
+    assert tasks["pair.graph[0]"] == "upstream_failed" and tasks["pair.graph_aggr[0]"] == "upstream_failed"
+    assert tasks["cost_report[-1]"] == "success" and tasks["check_run[-1]"] == "failed"
+    assert outcome.result["state"] == "failed"
+    assert report["problems"] == [
+        "pair.edges[0] (CC-MAIN-2099-01 / steel): failed",
+        "pair.graph[0] (CC-MAIN-2099-01 / steel): upstream_failed",
+        "pair.graph_aggr[0] (CC-MAIN-2099-01 / steel): upstream_failed",
+    ]
+    assert report["tasks"] == 1  # the nodes task ran and is priced
+    assert "3 task(s) of this run did not succeed" in outcome.output
+    assert not (out / "edges" / "crawl=CC-MAIN-2099-01").exists()
+
+
+def _rows(folder: Path) -> list[tuple]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder)  # one partition folder (its _SUCCESS and hidden files are skipped)
+    return sorted((tuple(row.values()) for row in table.to_pylist()), key=repr)  # repr: rows hold nulls
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(1500)
+def test_re_runs_on_the_warm_server_read_what_is_there_now(dag_runner, tmp_path):
+    """The same DAG twice into one output root on the warm Spark Connect server, the seed list
+    edited in between, gives exactly what a cold run (one spark-submit per step) gives."""
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SAMPLE / "seeds", seeds)
+    conf = {"crawls": ["CC-MAIN-2024-10"], "domains": ["steel"]}
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    first, _ = _dag_test(dag_runner, _sample_conf(warm, seeds_root=str(seeds), **conf), timeout=1200)
+    assert first.result["state"] == "success", first.output[-3000:]
+    # two more firms, whose pages are in the crawl (the pharma list's): nodes and edges change
+    extra = (SAMPLE / "seeds" / "pharma.csv").read_text().splitlines()[1:3]
+    with open(seeds / "steel.csv", "a", encoding="utf-8") as fh:
+        fh.writelines(f"X{n},{line.split(',', 1)[1]}\n" for n, line in enumerate(extra))
+    n_seeds = len((seeds / "steel.csv").read_text().splitlines()) - 1
+    again, _ = _dag_test(dag_runner, _sample_conf(warm, seeds_root=str(seeds), **conf), timeout=1200)
+    assert again.result["state"] == "success", again.output[-3000:]
+    assert again.result["xcom"]["pair.nodes[0]"]["seeds"] == n_seeds
+    submit = {"AIRFLOW__SPARK_PORTABLE__LOCAL_MODE": "submit"}
+    shutil.copytree(ROOT / "dags" / "data", dag_runner.home / "dags" / "data", dirs_exist_ok=True)
+    baseline = dag_runner.run("common_crawl_graph", DAG_FILE.read_text(), timeout=1200, env=submit,
+                              conf=_sample_conf(cold, seeds_root=str(seeds), **conf))
+    assert baseline.result["state"] == "success", baseline.output[-3000:]
+    for step in ("nodes", "edges", "graph", "graph_aggr"):
+        part = f"{step}/crawl=CC-MAIN-2024-10/domain=steel"
+        assert _rows(warm / part) == _rows(cold / part), step
+        assert again.result["xcom"][f"pair.{step}[0]"]["rows"] == len(_rows(cold / part))
+    assert first.result["xcom"]["pair.edges[0]"]["rows"] < again.result["xcom"]["pair.edges[0]"]["rows"]
+
+
+def _demo(tmp_path, *args, **env):
+    """scripts/demo.sh as a user runs it, with its own Airflow home."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CC_GRAPH_"))}
+    clean.update(AIRFLOW_HOME=str(tmp_path / "home"), CC_GRAPH_OUTPUT_ROOT=str(tmp_path / "out"),
+                 AIRFLOW__SPARK_PORTABLE__WORK_DIR=str(tmp_path / "work"), **env)
+    return subprocess.run([str(ROOT / "scripts" / "demo.sh"), *args], env=clean, capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+
+
+def test_the_demo_fails_when_its_run_fails(tmp_path):
+    done = _demo(tmp_path, CC_GRAPH_SEEDS_ROOT=str(tmp_path / "no-seeds"))  # plan fails: no seed lists
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "demo run of common_crawl_graph did not succeed: run state failed" in done.stderr
+
+
+@pytest.mark.spark
+def test_the_demo_succeeds_when_its_run_succeeds(tmp_path):
+    done = _demo(tmp_path, "example_spark_portable")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "demo run of example_spark_portable succeeded (run state: success)" in done.stdout

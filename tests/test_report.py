@@ -54,3 +54,20 @@ def test_the_report_renders_a_table_and_a_readable_chart(tmp_path):
     assert "| edges | emr | 1 | 60.0 | 7.20 | 7.20 | 8.46 |" in table
     assert json.loads((tmp_path / "r" / "report.json").read_text())["tasks"] == 1
     assert set(paths) == {"json", "markdown", "html"}
+
+
+def test_the_report_lists_every_task_state_and_names_what_did_not_succeed(tmp_path):
+    states = {"plan": "success", "pair.edges[0]": "success", "pair.edges[1]": "failed",
+              "pair.graph[1]": "upstream_failed", "pair.graph[0]": "skipped"}
+    problems = report.not_succeeded(states, {"pair.edges[1]": "CC-MAIN-2024-10 / steel"})
+    assert problems == ["pair.edges[1] (CC-MAIN-2024-10 / steel): failed", "pair.graph[0]: skipped",
+                        "pair.graph[1]: upstream_failed"]
+    assert report.not_succeeded(states, skipped_ok=True) == ["pair.edges[1]: failed", "pair.graph[1]: upstream_failed"]
+    result = report.build({"pair.edges[0]": _emr_task(1.0)}, PriceTable.load(), task_states=states, problems=problems)
+    assert result["tasks"] == 1 and result["problems"] == problems
+    report.write(result, tmp_path, "run")
+    markdown = (tmp_path / "report.md").read_text()
+    assert "**3 task(s) did not succeed** (not priced):" in markdown
+    assert "- pair.edges[1] (CC-MAIN-2024-10 / steel): failed" in markdown and "pair.edges[1] failed" in markdown
+    page = (tmp_path / "report.html").read_text()
+    assert "3 task(s) did not succeed" in page and "<td>pair.graph[1]</td><td>upstream_failed</td>" in page

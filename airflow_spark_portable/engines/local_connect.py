@@ -125,6 +125,11 @@ class ServerSpec:
             **self.conf,
             "spark.connect.grpc.binding.address": "127.0.0.1",
             "spark.connect.grpc.binding.port": str(port),
+            # Sessions are lent to one job after another, and each new job process numbers its
+            # plans from 0 again: a cached plan would give it the previous job's analysis,
+            # including the file listing of a path rewritten since (stale rows, FILE_NOT_EXIST).
+            # Always on, whatever the profile says: a re-run must read what is there now.
+            "spark.connect.session.planCache.enabled": "false",
         }
         cmd = [
             str(Path(self.spark_home) / "bin" / "spark-submit"),
