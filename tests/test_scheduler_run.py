@@ -1,0 +1,154 @@
+"""common_crawl_graph under a real Airflow: api-server, scheduler (LocalExecutor) and
+dag-processor, each its own process, as a deployment runs them. `dag.test()` runs everything
+in one process and derives the run state in its own loop; here the scheduler does, and tasks
+reach the metadata DB only through the API server (task tokens, the execution API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_spark_portable.report import task_label
+from conftest import AIRFLOW_BIN, ROOT, cli_json
+
+pytestmark = pytest.mark.spark
+
+SAMPLE = ROOT / "sample_data"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        port = _free_port()
+        dags = tmp / "dags"
+        (dags / "data").mkdir(parents=True)
+        shutil.copy(ROOT / "dags" / "common_crawl_graph.py", dags)
+        # one release far ahead: unpausing schedules nothing, only the runs the test triggers run
+        (dags / "data" / "crawls.csv").write_text("crawl,release_date\nCC-MAIN-2099-01,2099-01-15\n")
+        self.out = tmp / "out"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+            "AIRFLOW_HOME": str(tmp / "home"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-shared-secret",  # one secret for every component
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SPARK_PORTABLE__PROJECT_ROOT": str(ROOT),
+            "AIRFLOW__SPARK_PORTABLE__WORK_DIR": str(tmp / "work"),
+            "CC_GRAPH_CC_ROOT": str(SAMPLE / "cc"),
+            "CC_GRAPH_SEEDS_ROOT": str(SAMPLE / "seeds"),
+            "CC_GRAPH_OUTPUT_ROOT": str(self.out),
+            "NO_COLOR": "1",
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run([AIRFLOW_BIN, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"airflow {' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    def start(self) -> None:
+        self.airflow("db", "migrate")
+        for name in ("api-server", "scheduler", "dag-processor"):
+            log = open(self.tmp / f"{name}.log", "w")
+            self.procs[name] = subprocess.Popen(
+                [AIRFLOW_BIN, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def logs(self) -> str:
+        return "".join(f"\n--- {n} ---\n" + (self.tmp / f"{n}.log").read_text()[-4000:] for n in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        from airflow_spark_portable.engines.local_connect import ConnectServers
+
+        for folder in (self.tmp / "work").glob("**/connect"):
+            ConnectServers(folder, 0).stop_all()
+
+    def runs(self) -> dict[str, str]:
+        return {r["run_id"]: r["state"] for r in cli_json(self.airflow("dags", "list-runs", "common_crawl_graph",
+                                                                        "--output", "json"))}
+
+    def task_states(self, run_id: str) -> dict[str, str]:
+        rows = cli_json(self.airflow("tasks", "states-for-dag-run", "common_crawl_graph", run_id, "--output", "json"))
+        # map_index is "" for unmapped instances, and absent when the run has no mapped ones
+        return {task_label(r["task_id"], int(r.get("map_index") or -1)): r["state"] for r in rows}
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = Stack(tmp_path)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.mark.timeout(1200)
+def test_failed_steps_fail_the_run_under_the_scheduler(stack):
+    deadline = time.monotonic() + 180
+    while "common_crawl_graph" not in stack.airflow("dags", "list", "--output", "json"):
+        assert time.monotonic() < deadline, "the dag-processor never parsed the DAG" + stack.logs()
+        time.sleep(3)
+    stack.airflow("dags", "unpause", "common_crawl_graph")
+    triggers = {
+        "plan_fails": {"domains": ["textiles"]},  # no seed list
+        "edges_fails": {"crawls": ["CC-MAIN-2099-01"], "domains": ["steel"]},  # no WAT listing
+        "all_good": {"crawls": ["CC-MAIN-2024-10"], "domains": ["steel"]},
+    }
+    for run_id, conf in triggers.items():
+        stack.airflow("dags", "trigger", "common_crawl_graph", "--run-id", run_id, "--conf", json.dumps(conf))
+    deadline = time.monotonic() + 900
+    while True:
+        runs = stack.runs()
+        if all(runs.get(r) in ("success", "failed") for r in triggers):
+            break
+        assert time.monotonic() < deadline, f"runs did not finish: {runs}" + stack.logs()
+        time.sleep(5)
+    assert runs == {"plan_fails": "failed", "edges_fails": "failed", "all_good": "success"}, stack.logs()
+
+    plan = stack.task_states("plan_fails")
+    assert plan["plan"] == "failed" and plan["cost_report"] == "success" and plan["check_run"] == "failed"
+    edges = stack.task_states("edges_fails")
+    assert edges["pair.nodes[0]"] == "success" and edges["pair.edges[0]"] == "failed"
+    assert edges["pair.graph[0]"] == "upstream_failed" and edges["check_run"] == "failed"
+    good = stack.task_states("all_good")
+    assert set(good.values()) == {"success"} and len(good) == 7
+
+    report = json.loads((stack.out / "_reports" / "edges_fails" / "report.json").read_text())
+    assert report["problems"] == [
+        "pair.edges[0] (CC-MAIN-2099-01 / steel): failed",
+        "pair.graph[0] (CC-MAIN-2099-01 / steel): upstream_failed",
+        "pair.graph_aggr[0] (CC-MAIN-2099-01 / steel): upstream_failed",
+    ]
+    assert report["task_states"]["pair.nodes[0]"] == "success"
+    assert "plan: failed" in json.loads((stack.out / "_reports" / "plan_fails" / "report.json").read_text())["problems"]
+    assert json.loads((stack.out / "_reports" / "all_good" / "report.json").read_text())["problems"] == []
+    assert (stack.out / "graph_aggr" / "crawl=CC-MAIN-2024-10" / "domain=steel" / "_SUCCESS").exists()
