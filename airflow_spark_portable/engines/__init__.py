@@ -14,7 +14,7 @@ from airflow_spark_portable.exceptions import SparkPortableConfigError
 if TYPE_CHECKING:
     from airflow_spark_portable.engines.base import Engine
 
-# The engine names users may write (CONTRACT.md section 2).
+# The engine names users may write (README "Running a job from a DAG").
 ENGINE_NAMES = ("local", "emr", "databricks")
 
 _REGISTRY: dict[str, str] = {
