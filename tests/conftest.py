@@ -175,6 +175,23 @@ def kill_session(proc: subprocess.Popen) -> None:
         pass
 
 
+@pytest.fixture(scope="session")
+def spark():
+    """One classic local SparkSession for the tests that run job classes in-process."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this venv's packages
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def aws_endpoint(monkeypatch):
     """moto's server on a free local port; boto3 (and Airflow's AWS hooks, and jobs started

@@ -109,24 +109,9 @@ def oracle_graph(nodes, edges):
 # -- running the jobs in one Spark session ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def spark():
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this venv's packages
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-
-
-def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None):
-    return harness_run_step(step, crawl, domain, cc_root or SAMPLE / "cc", SAMPLE / "seeds", out, tmp_path, max_files)
+def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None, extras=None):
+    return harness_run_step(step, crawl, domain, cc_root or SAMPLE / "cc", SAMPLE / "seeds", out, tmp_path, max_files,
+                            extras)
 
 
 def rows(spark, path, columns):
@@ -217,7 +202,7 @@ def test_an_incomplete_upstream_partition_is_refused(pipeline, tmp_path):
     assert not (copy / "edges").exists()
 
 
-def test_unreadable_wat_files_are_reported_not_fatal(pipeline, tmp_path):
+def test_unreadable_wat_files_within_max_failed_files_are_reported(pipeline, tmp_path):
     out, _, _ = pipeline
     cc = tmp_path / "cc"
     shutil.copytree(SAMPLE / "cc", cc)
@@ -226,10 +211,11 @@ def test_unreadable_wat_files_are_reported_not_fatal(pipeline, tmp_path):
     first.write_bytes(first.read_bytes()[:3000])  # truncated gzip
     copy = tmp_path / "out"
     shutil.copytree(out / "nodes", copy / "nodes")
-    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path, cc_root=cc)
+    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path, cc_root=cc, extras={"max_failed_files": 1})
     assert error is None and report.completed
     assert report.metrics["files_failed"] == 1 and report.metrics["files_ok"] == 2
     assert first.name in report.metrics["first_file_error"]
+    assert [f["path"] for f in report.metrics["failed_files"]] == [str(first)]
 
 
 def test_sampling_reads_only_the_first_files(pipeline, tmp_path):
@@ -308,3 +294,64 @@ def test_object_store_mode_copies_the_vetted_staging(spark, pipeline, tmp_path, 
     # Spark's partition discovery skips the hidden staging folder
     table = spark.read.parquet(str(copy / "nodes"))
     assert table.where(f"crawl = '{CRAWLS[0]}' and domain = 'pharma'").count() == report.metrics["rows"]
+
+
+def _seed_list(tmp_path, text: str | bytes, domain="steel"):
+    folder = tmp_path / "seeds"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{domain}.csv").write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return folder
+
+
+def test_a_seed_list_that_is_not_utf8_is_refused_naming_the_line(spark, tmp_path):
+    seeds = _seed_list(tmp_path, "company_id,url\nS1,https://acme.com/\nS2,https://www.müller-stahl.de/\n".encode("latin-1"))
+    report, error = harness_run_step("nodes", CRAWLS[0], "steel", SAMPLE / "cc", seeds, tmp_path / "out", tmp_path)
+    assert isinstance(error, ValueError) and not report.completed
+    message = report.failure["message"]
+    assert "steel.csv is not UTF-8: byte 0xfc on line 3" in message and "save the seed list as UTF-8" in message
+    assert not (tmp_path / "out" / "nodes").exists()
+
+
+def test_utf8_seed_lists_keep_their_characters(spark, tmp_path):
+    seeds = _seed_list(tmp_path, "company_id,url\nS1,https://www.müller-stahl.de/\nS2,https://acme.com/\n")
+    out = tmp_path / "out"
+    report, error = harness_run_step("nodes", CRAWLS[0], "steel", SAMPLE / "cc", seeds, out, tmp_path)
+    assert error is None, report.failure
+    got = rows(spark, out / "nodes" / f"crawl={CRAWLS[0]}/domain=steel", ["company_id", "url", "registered_domain"])
+    assert got == {("S1", "https://www.müller-stahl.de/", "xn--mller-stahl-thb.de"), ("S2", "https://acme.com/", "acme.com")}
+    assert report.metrics["seeds_invalid"] == 0
+
+
+def test_a_company_id_on_two_registered_domains_is_refused(spark, tmp_path):
+    seeds = _seed_list(tmp_path, "company_id,url\nS1,https://acme.com/\nS2,https://b.org/\nS1,https://acme.de/\n"
+                                 "S3,https://www.c.net/\nS3,http://shop.c.net/\n")  # S3: one domain, fine
+    report, error = harness_run_step("nodes", CRAWLS[0], "steel", SAMPLE / "cc", seeds, tmp_path / "out", tmp_path)
+    assert isinstance(error, ValueError) and not report.completed
+    assert "a company_id names seeds on different registered domains (S1: acme.com, acme.de)" in report.failure["message"]
+
+
+def test_a_step_fails_at_once_while_another_run_holds_its_partition(spark, pipeline, tmp_path):
+    """Two runs of one (crawl, domain) into one output root would read each other's
+    half-swapped partitions: a step that finds the pair's lease held fails at once, naming
+    the holder, and writes nothing; once the lease is free the same step runs."""
+    import time
+
+    from jobs.common.crawl_job import PartitionBusyError, partition_lease
+
+    out, _, _ = pipeline
+    copy = tmp_path / "out"
+    shutil.copytree(out / "nodes", copy / "nodes")
+    lock = copy / "_leases" / f"crawl={CRAWLS[0]}" / "domain=steel.lock"
+    with partition_lease(str(lock), "common_crawl_graph.pair.edges of run other_run, try 1") as taken:
+        assert taken is None
+        started = time.monotonic()
+        report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path)
+        assert isinstance(error, PartitionBusyError) and time.monotonic() - started < 60
+        assert "is in use by common_crawl_graph.pair.edges of run other_run, try 1" in report.failure["message"]
+        assert not (copy / "edges").exists()
+        # the other pair of the same output root is not held
+        report, error = run_step("edges", CRAWLS[0], "pharma", copy, tmp_path)
+        assert error is None, report.failure
+    report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path)
+    assert error is None and (copy / "edges" / f"crawl={CRAWLS[0]}/domain=steel" / "_SUCCESS").exists()
+    assert lock.read_text() == ""  # released, holder cleared

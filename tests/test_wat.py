@@ -136,13 +136,17 @@ def test_sample_files_read_completely():
 
 
 def test_a_truncated_file_is_an_error_not_fewer_records(tmp_path):
-    from jobs.common.wat import TruncatedWatError
+    from jobs.common.inputs import CorruptInputError
 
     path = tmp_path / "x.warc.wat.gz"
-    gen.write_wat(path, [_response("https://www.acme.com/", [A(f"https://o{i}.org/")]) for i in range(5)])
-    path.write_bytes(path.read_bytes()[:-20])
-    with open(path, "rb") as fh, pytest.raises(TruncatedWatError, match="truncated"):
-        list(edges_from_wat(fh, NODES, Counter()))
+    offsets = gen.write_wat(path, [_response("https://www.acme.com/", [A(f"https://o{i}.org/")]) for i in range(5)])
+    whole = path.read_bytes()
+    # cut inside the last member, inside a middle one, and inside the warcinfo member before any metadata
+    for cut, member in ((len(whole) - 20, offsets[-1]), (offsets[3] + 30, offsets[3]), (40, 0)):
+        path.write_bytes(whole[:cut])
+        with open(path, "rb") as fh, pytest.raises(CorruptInputError) as info:
+            list(edges_from_wat(fh, NODES, Counter()))
+        assert (info.value.code, info.value.offset) == (CorruptInputError.TRUNCATED, member)
 
 
 def test_shipped_sample_is_what_the_generator_writes(tmp_path):

@@ -1,6 +1,6 @@
 """What the four graph steps share: their partition, their inputs, their outputs.
 
-Output layout (CONTRACT.md section 5): ``{output_root}/{step}/crawl={crawl}/domain={domain}/``
+Output layout (docs/pipeline.md): ``{output_root}/{step}/crawl={crawl}/domain={domain}/``
 as Parquet. Spark's committer writes ``_SUCCESS`` only after every file is in place, so a
 partition without ``_SUCCESS`` is incomplete and the next step refuses to read it.
 
@@ -9,15 +9,25 @@ writes a hidden staging folder next to the partition and swaps it in with two re
 when complete, so a failed re-run keeps the previous output and readers never see a mix. On
 cluster file systems and object stores (``s3://``, which cannot rename), the partition is
 overwritten in place and ``_SUCCESS`` is the completeness signal.
+
+Two runs of one (crawl, domain) into one output root would read each other's half-swapped
+partitions: every step holds the pair's lease (``{output_root}/_leases/``, an flock on the
+driver's file system) while it runs, and a step that finds it held fails at once, naming the
+holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
+import fcntl
 import os
 import re
 import shutil
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,8 +49,30 @@ class CrawlJob(SparkJob):
             raise ValueError(f"domain={domain!r} must name a research domain (a seed list file name)")
         self.job, self.spark, self.crawl, self.domain = job, job.spark, crawl, domain
         self.output_root = ctx.require_output_root().rstrip("/")
-        metrics = self.build()
+        with self.lease():
+            metrics = self.build()
         return {"step": self.step, "crawl": crawl, "domain": domain, **metrics}
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Hold this (crawl, domain)'s lease in the output root while the step reads and writes."""
+        folder = _local_folder(f"{self.output_root}/_leases/crawl={self.crawl}", self.spark.conf.get("spark.master", ""))
+        if folder is None:  # object stores have no lock to take (see docs/pipeline.md)
+            yield
+            return
+        run = self.job.context.run
+        holder = (
+            f"{run.dag_id}.{run.task_id} (map index {run.map_index}) of run {run.run_id}, try {run.try_number}: "
+            f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        )
+        with partition_lease(os.path.join(folder, f"domain={self.domain}.lock"), holder) as taken:
+            if taken is not None:
+                raise PartitionBusyError(
+                    f"crawl {self.crawl} / domain {self.domain} in {self.output_root} is in use by {taken}: two runs "
+                    "are processing this pair into one output root at once. Let that run finish (or stop it), or "
+                    "give this run its own output_root"
+                )
+            yield
 
     def build(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -100,6 +132,34 @@ class CrawlJob(SparkJob):
 
     def count_written(self, path: str) -> int:
         return self.spark.read.parquet(path).count()
+
+
+class PartitionBusyError(RuntimeError):
+    """Another step holds the (crawl, domain) lease of this output root."""
+
+
+@contextlib.contextmanager
+def partition_lease(path: str, holder: str) -> Iterator[str | None]:
+    """Take the flock at ``path`` without waiting, writing ``holder`` into it; yield None
+    when taken, else what the holder wrote. The lock dies with its process (kill -9 too)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            yield os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode("utf-8"), 0)
+        try:
+            yield None
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _local_folder(uri: str, master: str) -> str | None:

@@ -2,18 +2,22 @@
 
 Files are read on the executors with plain Python clients (no Hadoop connector needed),
 so the same code reads ``s3://commoncrawl/`` on a laptop, on EMR and on Databricks.
-Transient errors are retried with backoff; a file that still fails is reported, not fatal.
+Transient errors (broken connections, 5xx, a body shorter than its Content-Length) are
+retried with backoff; corrupt data (not gzip, a gzip stream that does not end cleanly at the
+end of the file) is final at once, as a ``CorruptInputError`` naming the file and the byte.
 """
 
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,8 +28,96 @@ BACKOFF_SECONDS = 2.0
 HTTP_TIMEOUT_SECONDS = 120
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+_FIX = "a partial or damaged copy: fetch the file again (for a mirror, compare its size with the source's)"
+
+
 def join(root: str, relative: str) -> str:
     return root.rstrip("/") + "/" + relative.lstrip("/")
+
+
+class CorruptInputError(ValueError):
+    """A file whose bytes are not one whole gzip stream ending at the end of the file.
+
+    Never transient: reading the same bytes again gives the same error. ``code`` says what
+    is wrong (one of the constants below), ``offset`` at which byte of the compressed file:
+    the start of the member that never ends (TRUNCATED) or that does not decode (CORRUPT)."""
+
+    EMPTY = "empty"  # no bytes at all
+    NOT_GZIP = "not_gzip"  # does not start with a gzip header
+    TRUNCATED = "truncated"  # ends inside a gzip member: a partial copy
+    CORRUPT = "corrupt"  # a member that does not decode, bytes after the last member, or no WARC inside
+
+    def __init__(self, code: str, offset: int, reason: str, uri: str | None = None) -> None:
+        super().__init__(code, offset, reason, uri)  # all of them, so the error pickles
+        self.code, self.offset, self.reason, self.uri = code, offset, reason, uri
+
+    def __str__(self) -> str:
+        return f"{self.uri}: {self.reason}" if self.uri else self.reason
+
+    @classmethod
+    def truncated(cls, member: int, length: int) -> CorruptInputError:
+        return cls(cls.TRUNCATED, member, f"the file ends at byte {length} inside the gzip member that starts at "
+                                          f"byte {member} (or that member is damaged): {_FIX}")
+
+    @classmethod
+    def corrupt(cls, member: int, what: str) -> CorruptInputError:
+        return cls(cls.CORRUPT, member, f"{what} at byte {member}: {_FIX}")
+
+    @classmethod
+    def not_gzip(cls, head: bytes) -> CorruptInputError:
+        return cls(cls.NOT_GZIP, 0, f"not gzip: the file starts with {head[:16]!r} at byte 0, not with a gzip "
+                                    "header (a decompressed or wrong file?): fetch the .gz file again")
+
+    @classmethod
+    def empty(cls) -> CorruptInputError:
+        return cls(cls.EMPTY, 0, f"the file is empty (0 bytes at byte 0): {_FIX}")
+
+
+def gunzip(stream: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The decompressed bytes of ``stream``, a whole gzip stream of one member or many, in
+    pieces; raises CorruptInputError (after the last piece) unless it ends cleanly at the end
+    of the stream. Plain zlib, for small files such as listings: WAT files go through
+    FastWARC's several times faster inflater (``jobs.common.wat``)."""
+    pos = 0  # compressed bytes consumed before ``data``
+    member = 0  # where the current member starts
+    inflater = None  # None between members
+    data = b""
+    while True:
+        if not data or (inflater is None and len(data) < 2):  # a member's magic must be whole
+            more = stream.read(chunk)
+            if more:
+                data += more
+                continue
+            if inflater is not None:
+                raise CorruptInputError.truncated(member, pos)
+            if data == GZIP_MAGIC[:1]:
+                raise CorruptInputError.truncated(pos, pos + 1)
+            if data:
+                break  # one byte that is not gzip: refused below
+            if pos == 0:
+                raise CorruptInputError.empty()
+            return
+        if inflater is None:
+            member = pos
+            if data[:2] != GZIP_MAGIC:
+                break
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(data)
+        except zlib.error as exc:
+            raise CorruptInputError.corrupt(member, f"a gzip member that does not decode ({exc})") from None
+        if out:
+            yield out
+        if inflater.eof:
+            pos += len(data) - len(inflater.unused_data)
+            data, inflater = inflater.unused_data, None
+        else:
+            pos += len(data)
+            data = b""
+    if pos == 0:
+        raise CorruptInputError.not_gzip(data)
+    raise CorruptInputError.corrupt(pos, "bytes that are not gzip after the last gzip member")
 
 
 def _s3_client():
@@ -43,11 +135,16 @@ def _s3_client():
 class ForwardStream(io.RawIOBase):
     """A network body as FastWARC needs it: ``read``, ``tell`` and forward-only ``seek``
     (done by reading). FastWARC seeks past unread payloads and aborts on streams that
-    cannot seek at all."""
+    cannot seek at all.
 
-    def __init__(self, body) -> None:
+    A body that ends before its announced ``length`` is a broken transfer, raised as
+    IncompleteRead (transient): http.client itself returns the short body quietly, and a
+    transfer cut exactly at a gzip member boundary would look like a whole, shorter file."""
+
+    def __init__(self, body, length: int | None = None) -> None:
         self._body = body
         self._pos = 0
+        self._length = length
 
     def readable(self) -> bool:
         return True
@@ -55,6 +152,8 @@ class ForwardStream(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         data = self._body.read() if size is None or size < 0 else self._body.read(size)
         self._pos += len(data)
+        if not data and size != 0 and self._length is not None and self._pos < self._length:
+            raise http.client.IncompleteRead(b"", self._length - self._pos)
         return data
 
     def readinto(self, buffer) -> int:
@@ -83,18 +182,22 @@ def open_uri(uri: str) -> BinaryIO:
     scheme = urlsplit(uri).scheme
     if scheme in ("s3", "s3a"):
         parts = urlsplit(uri)
-        body = _s3_client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"]
-        return ForwardStream(body)  # botocore checks the length read against Content-Length
+        response = _s3_client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        # botocore checks the length read against Content-Length too
+        return ForwardStream(response["Body"], response.get("ContentLength"))
     if scheme in ("http", "https"):
         request = urllib.request.Request(uri, headers={"User-Agent": "airflow-spark-portable (cc graph)"})
-        return ForwardStream(urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS))  # noqa: S310
+        response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)  # noqa: S310
+        length = response.headers.get("Content-Length")
+        return ForwardStream(response, int(length) if length and length.isdigit() else None)
     path = urlsplit(uri).path if scheme == "file" else uri
-    return open(os.path.expanduser(path), "rb")
+    return open(os.path.expanduser(path), "rb")  # a directory: IsADirectoryError, final
 
 
 def with_retries(uri: str, read: Callable[[BinaryIO], T], retries: int = RETRIES) -> T:
     """Run ``read`` over a fresh stream of ``uri``, retrying the whole file on transient
-    errors (a half-read file is never used). A missing file raises FileNotFoundError."""
+    errors (a half-read file is never used). A missing file raises FileNotFoundError;
+    corrupt data raises at once, naming ``uri``."""
     for attempt in range(1, retries + 1):
         try:
             with open_uri(uri) as stream:
@@ -102,6 +205,8 @@ def with_retries(uri: str, read: Callable[[BinaryIO], T], retries: int = RETRIES
         except Exception as exc:
             if _is_missing(exc):
                 raise FileNotFoundError(f"{uri} does not exist") from exc
+            if isinstance(exc, CorruptInputError) and exc.uri is None:
+                exc.uri = uri
             if attempt == retries or not _is_transient(exc):
                 raise
             time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
@@ -118,11 +223,19 @@ def _is_missing(exc: BaseException) -> bool:
     return code in ("NoSuchKey", "NoSuchBucket", "404")
 
 
+# The same bytes give the same error, and a path that is a folder or not ours stays so.
+# (gzip.BadGzipFile is an OSError, EOFError is how gzip/zlib readers report a cut stream.)
+_FINAL = (CorruptInputError, gzip.BadGzipFile, zlib.error, EOFError, IsADirectoryError, NotADirectoryError,
+          PermissionError)
+
+
 def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _FINAL):
+        return False
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code == 429
-    if isinstance(exc, (OSError, EOFError)):
-        return "decompression" not in str(exc).lower()  # corrupt data stays corrupt
+    if isinstance(exc, (OSError, http.client.IncompleteRead)):  # resets, timeouts, DNS; a cut transfer
+        return True
     # botocore / urllib3 connection and read-timeout errors (not their client errors)
     names = {cls.__name__ for cls in type(exc).__mro__}
     return bool(names & {"BotoCoreError", "ProtocolError", "ReadTimeoutError", "IncompleteRead"})
@@ -135,8 +248,8 @@ def wat_paths(cc_root: str, crawl: str, max_files: int | None = None) -> list[st
     listing = join(cc_root, f"crawl-data/{crawl}/wat.paths.gz")
 
     def read(stream: BinaryIO) -> list[str]:
-        with gzip.open(stream, "rt", encoding="utf-8") as text:
-            return [line.strip() for line in text if line.strip()]
+        text = b"".join(gunzip(stream)).decode("utf-8")
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     try:
         paths = with_retries(listing, read)
@@ -147,3 +260,4 @@ def wat_paths(cc_root: str, crawl: str, max_files: int | None = None) -> list[st
     if max_files is not None:
         paths = paths[:max_files]
     return [join(cc_root, path) for path in paths]
+
