@@ -26,6 +26,33 @@ from airflow_spark_portable.exceptions import SparkPortableConfigError
 
 ENGINE_SECTIONS = ("local", "emr", "databricks")
 PROFILE_KEYS = frozenset({"description", "spark_conf", *ENGINE_SECTIONS})
+VERSIONS = (1,)  # of the file's layout; a file without ``version:`` is version 1
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        super().__init__(key, first_line, line)
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first_line = lines.get(key)
+            except TypeError:  # an unhashable key: the SafeLoader reports it
+                continue
+            if first_line is not None:
+                raise _DuplicateKey(key, first_line, line)
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -93,7 +120,12 @@ class Profiles:
                 "or point [spark_portable] profiles_file / AIRFLOW__SPARK_PORTABLE__PROFILES_FILE at yours"
             )
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except _DuplicateKey as dup:
+            raise SparkPortableConfigError(
+                f"{path}: key {dup.key!r} is given twice in one mapping, on lines {dup.first_line} and "
+                f"{dup.line}; keep one of them"
+            ) from None
         except yaml.YAMLError as exc:
             raise SparkPortableConfigError(f"profiles file {path} is not valid YAML: {exc}") from None
         return cls.from_dict(data, str(path))
@@ -108,6 +140,12 @@ class Profiles:
         if unknown_top:
             raise SparkPortableConfigError(
                 f"{source}: unknown top-level keys {sorted(unknown_top)}; allowed: version, profiles"
+            )
+        version = data.get("version", 1)
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise SparkPortableConfigError(
+                f"{source}: version: {version!r} is not a version this provider reads; supported: "
+                f"{', '.join(map(str, VERSIONS))} (write one of those, or upgrade the provider)"
             )
         profiles = {}
         for name, body in data["profiles"].items():

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from airflow_spark_portable.engines.local import LocalEngine
@@ -96,3 +98,55 @@ def test_every_shipped_engine_section_validates_and_its_instance_types_are_price
                 node = section["new_cluster"]["node_type_id"]
                 assert "dbu" in prices.regions[section["region"]][node], (name, node)
                 assert (ROOT / section["python_requirements"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # two profiles of one name: plain YAML keeps the second silently
+        (
+            "profiles:\n  small:\n    local: {cores: 1}\n  large: {}\n  small:\n    local: {cores: 8}\n",
+            r"profiles\.yaml: key 'small' is given twice in one mapping, on lines 2 and 5; keep one of them",
+        ),
+        (
+            "profiles:\n  p:\n    local:\n      cores: 2\n      driver_memory: 2g\n      cores: 4\n",
+            r"profiles\.yaml: key 'cores' is given twice in one mapping, on lines 4 and 6; keep one of them",
+        ),
+        (
+            "profiles:\n  p: {spark_conf: {a: 1, a: 2}}\n",
+            r"profiles\.yaml: key 'a' is given twice in one mapping, on lines 2 and 2",
+        ),
+        (
+            "version: 1\nprofiles:\n  p: {}\nversion: 1\n",
+            r"profiles\.yaml: key 'version' is given twice in one mapping, on lines 1 and 4",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, error):
+    with pytest.raises(SparkPortableConfigError, match=re.escape(f"{tmp_path}/") + error):
+        _profiles(text, tmp_path)
+
+
+def test_a_merge_key_may_be_overridden(tmp_path):
+    # <<: copies a mapping's keys; overriding one of them is not a duplicate
+    text = (
+        "profiles:\n"
+        "  small: {local: &local {cores: 2, driver_memory: 2g}}\n"
+        "  medium: {local: {<<: *local, cores: 4}}\n"
+    )
+    profiles = _profiles(text, tmp_path)
+    assert profiles.get("medium").engines["local"] == {"cores": 4, "driver_memory": "2g"}
+
+
+@pytest.mark.parametrize(("version", "shown"), [("99", "99"), ("2", "2"), ("'1'", "'1'"), ("true", "True")])
+def test_an_unknown_file_version_is_refused(tmp_path, version, shown):
+    with pytest.raises(
+        SparkPortableConfigError,
+        match=rf"profiles\.yaml: version: {shown} is not a version this provider reads; supported: 1",
+    ):
+        _profiles(f"version: {version}\nprofiles:\n  p: {{}}\n", tmp_path)
+
+
+def test_version_1_or_none_is_read(tmp_path):
+    assert _profiles("version: 1\nprofiles:\n  p: {}\n", tmp_path).names == ["p"]
+    assert _profiles("profiles:\n  p: {}\n", tmp_path).names == ["p"]

@@ -1,8 +1,9 @@
-"""The job-side runtime, exercised as a job uses it (no Airflow, no Spark needed)."""
+"""The job-side runtime, exercised as a job uses it (no Airflow; Spark only in the tests marked spark)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -201,3 +202,61 @@ def test_orphaned_job_stops_itself(channel, tmp_path):
     finally:
         if child.is_running():
             child.kill()
+
+
+# Each case: the conf, then what _apply_session_conf makes of it on a real session.
+SESSION_CONF_CASES = """
+import json, sys
+from pyspark.sql import SparkSession
+from airflow_spark_portable.runtime.job import _apply_session_conf
+
+builder = SparkSession.builder.config("spark.ui.enabled", "false")
+spark = (builder.remote("local[1]") if sys.argv[1] == "connect" else builder.master("local[1]")).getOrCreate()
+warehouse = spark.conf.get("spark.sql.warehouse.dir")
+cases = {
+    "runtime": {"spark.sql.shuffle.partitions": "7"},
+    "bad_int": {"spark.sql.shuffle.partitions": "abc"},
+    "bad_bool": {"spark.sql.adaptive.enabled": "maybe"},
+    "static_other": {"spark.sql.warehouse.dir": "/elsewhere"},
+    "static_same": {"spark.sql.warehouse.dir": warehouse},
+    "core": {"spark.executor.memory": "64g"},
+}
+out = {}
+for name, conf in cases.items():
+    try:
+        _apply_session_conf(spark, json.dumps(conf))
+        out[name] = "ok"
+    except Exception as exc:
+        out[name] = f"{type(exc).__name__}: {exc}"
+out["shuffle_partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("session", ["connect", "classic"])
+def test_session_conf_errors_tell_a_bad_value_from_a_static_conf(session):
+    # connect: the warm local server's shared session; classic: an existing cluster's
+    out = subprocess.run(
+        [sys.executable, "-c", SESSION_CONF_CASES, session],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "SPARK_TESTING": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["runtime"] == "ok" and result["shuffle_partitions"] == "7"
+    assert result["static_same"] == "ok"  # nothing to change
+    # a value the conf rejects: the key, the value and Spark's reason (its error condition)
+    assert result["bad_int"].startswith(
+        "ValueError: Spark conf spark.sql.shuffle.partitions=abc was refused: "
+        "[INVALID_CONF_VALUE.TYPE_MISMATCH] The value 'abc' in the config \"spark.sql.shuffle.partitions\" is invalid."
+    ), result["bad_int"]
+    assert "JVM stacktrace" not in result["bad_int"]
+    assert result["bad_bool"].startswith(
+        "ValueError: Spark conf spark.sql.adaptive.enabled=maybe was refused: "
+        "[INVALID_CONF_VALUE.TYPE_MISMATCH]"
+    ), result["bad_bool"]
+    # only a conf the session cannot change keeps the shared-application message
+    for case, key in (("static_other", "spark.sql.warehouse.dir=/elsewhere"), ("core", "spark.executor.memory=64g")):
+        assert result[case].startswith(
+            f"ValueError: Spark conf {key} cannot be set per job on a shared Spark application"
+        ), result[case]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -31,11 +32,78 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def _string_map(value: Any, name: str) -> dict[str, str]:
+def _is_deferred(value: Any) -> bool:
+    """Filled in when the task starts: a Jinja template, or what Airflow resolves then (an
+    XComArg, a mapped task group's argument: anything with ``resolve``, as its templater sees it)."""
+    return _is_template(value) or (not isinstance(value, os.PathLike) and callable(getattr(value, "resolve", None)))
+
+
+# what each mapping argument looks like, for the error that shows it
+_MAPPING_EXAMPLES = {
+    "conf": {"spark.sql.shuffle.partitions": "8"},
+    "env": {"LOG_LEVEL": "debug"},
+    "partition": {"year": "2024"},
+    "inputs": {"cc": "s3://commoncrawl/"},
+    "extras": {"max_files": 10},
+    "engine_options": {"aws_conn_id": "aws_default"},
+}
+_NATIVE_HINT = "; a template renders to a list or dict only on a DAG with render_template_as_native_obj=True"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://, https://, file:///, dbfs:/, ...
+
+
+def _got(value: Any, native_hint: bool) -> str:
+    hint = _NATIVE_HINT if native_hint and isinstance(value, str) else ""
+    return f"got the {type(value).__name__} {value!r}{hint}"
+
+
+def _check_mapping(value: Any, name: str, native_hint: bool = False) -> None:
+    if not isinstance(value, Mapping):
+        raise SparkPortableConfigError(
+            f"{name} must be a mapping, e.g. {name}={_MAPPING_EXAMPLES[name]!r}, {_got(value, native_hint)}"
+        )
+
+
+def _mapping_argument(value: Any, name: str) -> Any:
+    """A mapping argument as given to ``__init__``: a dict, or left for the task start."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
-        raise SparkPortableConfigError(f"{name} must be a mapping of names to strings, got {type(value).__name__}")
+    if _is_deferred(value):
+        return value
+    _check_mapping(value, name)
+    return dict(value)
+
+
+def _check_args(value: Any, native_hint: bool = False) -> None:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise SparkPortableConfigError(
+            f"application_args must be a list of strings, e.g. ['--verbose'], {_got(value, native_hint)}"
+        )
+    for arg in value:
+        if isinstance(arg, (dict, list, tuple, set)) or arg is None:
+            raise SparkPortableConfigError(f"application_args item {arg!r} must be a string or number")
+
+
+def _check_locations(output_root: Any, inputs: Any, rendered: bool) -> None:
+    """A relative path would resolve against the job's working directory, which differs per
+    engine (the local engine's is the DAG bundle folder)."""
+    named = [("output_root", output_root)] if output_root else []
+    if isinstance(inputs, Mapping):
+        named += [(f"inputs[{key!r}]", value) for key, value in inputs.items()]
+    for name, value in named:
+        if not rendered and (_is_deferred(value) or not isinstance(value, (str, os.PathLike))):
+            continue  # checked once rendered
+        text = str(value)
+        if not (text.startswith("/") or _URI.match(text)):
+            raise SparkPortableConfigError(
+                f"{name}={text!r} is a relative path; give an absolute folder or a URI (s3://..., "
+                "https://..., file:///..., dbfs:/...)"
+            )
+
+
+def _string_map(value: Any, name: str, native_hint: bool) -> dict[str, str]:
+    if value is None:
+        return {}
+    _check_mapping(value, name, native_hint)
     out = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key:
@@ -56,15 +124,16 @@ class SparkPortableOperator(BaseOperator):
 
     :param application: job file, relative to the project root (``jobs/nodes.py``) or absolute.
     :param engine: ``local``, ``emr`` or ``databricks``. Templated, so a DAG param can pick it.
-    :param application_args: command-line arguments for the job.
+    :param application_args: command-line arguments for the job, a list; a template must render to
+        one (a DAG with ``render_template_as_native_obj=True``).
     :param conf: Spark conf for this task, on top of the profile's.
     :param profile: named size from ``profiles.yaml`` (default ``[spark_portable] default_profile``).
     :param env: environment variables for the job (keys are logged, values never).
     :param crawl: partition key handed to the job as ``context.crawl``.
     :param domain: partition key handed to the job as ``context.domain``.
     :param partition: further partition keys.
-    :param inputs: named input roots, e.g. ``{"cc": "s3://commoncrawl/"}``.
-    :param output_root: where the job writes.
+    :param inputs: named input roots, e.g. ``{"cc": "s3://commoncrawl/"}``: absolute folders or URIs.
+    :param output_root: where the job writes: an absolute folder or a URI.
     :param extras: any other JSON values the job needs.
     :param engine_options: engine-specific settings (connection ids, cluster ids, ...).
     :param deferrable: free the worker slot while a remote engine runs the job.
@@ -118,17 +187,25 @@ class SparkPortableOperator(BaseOperator):
             check_engine_name(engine)  # a literal typo fails when the DAG is parsed
         self.engine = engine
         self.application = application
-        self.application_args = list(application_args or [])
-        self.conf = dict(conf or {})
+        # literal values are checked here, so a typo is a DAG import error; templates and
+        # XComArgs are checked again once rendered (build_spec)
+        if application_args is None:
+            application_args = []
+        elif not _is_deferred(application_args):
+            _check_args(application_args)
+            application_args = list(application_args)
+        self.application_args = application_args
+        self.conf = _mapping_argument(conf, "conf")
         self.profile = profile
-        self.env = dict(env or {})
+        self.env = _mapping_argument(env, "env")
         self.crawl = crawl
         self.domain = domain
-        self.partition = dict(partition or {})
-        self.inputs = dict(inputs or {})
+        self.partition = _mapping_argument(partition, "partition")
+        self.inputs = _mapping_argument(inputs, "inputs")
         self.output_root = output_root
-        self.extras = dict(extras or {})
-        self.engine_options = dict(engine_options or {})
+        self.extras = _mapping_argument(extras, "extras")
+        self.engine_options = _mapping_argument(engine_options, "engine_options")
+        _check_locations(output_root, self.inputs, rendered=False)
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
         self._engine: Engine | None = None
@@ -139,20 +216,30 @@ class SparkPortableOperator(BaseOperator):
     def _dag_file(self) -> str | None:
         return getattr(self.dag, "fileloc", None) if self.has_dag() else None
 
+    @property
+    def _native_hint(self) -> bool:
+        """A string rendered where a list or dict belongs came from a DAG that renders templates
+        to strings: say how to render them to objects (unless this DAG does already)."""
+        return not (self.has_dag() and self.dag.render_template_as_native_obj)
+
     def _job_context(self, context: Context, engine: str, profile: str) -> JobContext:
         ti = context["ti"]
         logical_date = context.get("logical_date")
-        partition = _string_map(self.partition, "partition")
+        partition = _string_map(self.partition, "partition", self._native_hint)
         for key, value in (("crawl", self.crawl), ("domain", self.domain)):
             if value is not None:
                 partition[key] = str(value)
         extras = self.extras
+        _check_mapping(extras, "extras", self._native_hint)
         try:
             json.dumps(extras, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise SparkPortableConfigError(
                 f"extras must be JSON values (strings, numbers, lists, dicts): {exc}"
             ) from None
+        inputs = _string_map(self.inputs, "inputs", self._native_hint)
+        output_root = str(self.output_root) if self.output_root else None
+        _check_locations(output_root, inputs, rendered=True)
         return JobContext(
             engine=engine,
             profile=profile,
@@ -165,22 +252,18 @@ class SparkPortableOperator(BaseOperator):
                 logical_date=logical_date.isoformat() if logical_date else None,
             ),
             partition=partition,
-            inputs=_string_map(self.inputs, "inputs"),
-            output_root=str(self.output_root) if self.output_root else None,
+            inputs=inputs,
+            output_root=output_root,
             extras=extras,
             application_args=self._application_args(),
         )
 
     def _application_args(self) -> list[str]:
-        if isinstance(self.application_args, (str, bytes)) or not isinstance(self.application_args, Sequence):
-            raise SparkPortableConfigError(f"application_args must be a list of strings, got {self.application_args!r}")
-        for arg in self.application_args:
-            if isinstance(arg, (dict, list, tuple, set)) or arg is None:
-                raise SparkPortableConfigError(f"application_args item {arg!r} must be a string or number")
+        _check_args(self.application_args, self._native_hint)
         return [str(arg) for arg in self.application_args]
 
     def _job_env(self) -> dict[str, str]:
-        env = _string_map(self.env, "env")
+        env = _string_map(self.env, "env", self._native_hint)
         for key in env:
             if not _ENV_NAME.match(key):
                 raise SparkPortableConfigError(f"env: {key!r} is not a valid environment variable name")
@@ -190,6 +273,8 @@ class SparkPortableOperator(BaseOperator):
 
     def build_spec(self, context: Context) -> tuple[type[Engine], JobSpec]:
         engine_name = check_engine_name(self.engine)
+        _check_mapping(self.engine_options, "engine_options", self._native_hint)
+        _check_mapping(self.conf, "conf", self._native_hint)
         engine_cls = get_engine_class(engine_name)
         dag_file = self._dag_file()
         root = find_project_root(dag_file)

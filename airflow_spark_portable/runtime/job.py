@@ -103,19 +103,39 @@ def read_session_file(path: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
+# Spark's error conditions for a conf a session cannot change: 4.x names static ones
+# CANNOT_MODIFY_STATIC_CONFIG, 3.5 _LEGACY_ERROR_TEMP_1325; core (non-SQL) ones are
+# CANNOT_MODIFY_CONFIG in both. A bad value has INVALID_CONF_VALUE.* (4.x) or none (3.5).
+_UNMODIFIABLE_CONF = frozenset({"CANNOT_MODIFY_STATIC_CONFIG", "_LEGACY_ERROR_TEMP_1325", "CANNOT_MODIFY_CONFIG"})
+
+
 def _apply_session_conf(spark: SparkSession, encoded: str | None) -> None:
     """Set this job's Spark SQL conf on its session, where the engine could not set it when
     the Spark application started (a shared Connect server, an existing cluster)."""
+    from pyspark.errors import PySparkException
+
     for key, value in json.loads(encoded or "{}").items():
         try:
             spark.conf.set(key, value)
-        except Exception as exc:  # a static conf: fine if the application already has this value
-            if spark.conf.get(key, None) != value:
+        except PySparkException as exc:
+            condition = _error_condition(exc)
+            if condition not in _UNMODIFIABLE_CONF:
+                reason = str(exc).strip().split("\n", 1)[0]  # the rest is the JVM stack trace
+                raise ValueError(
+                    f"Spark conf {key}={value} was refused: {reason}; fix the value where it is set (the "
+                    "task's conf, or the profile's spark_conf or engine section conf)"
+                ) from exc
+            if spark.conf.get(key, None) != value:  # fine if the application already has this value
                 raise ValueError(
                     f"Spark conf {key}={value} cannot be set per job on a shared Spark application "
-                    f"({exc.__class__.__name__}); set it where that application starts (the profile's "
+                    f"({condition}); set it where that application starts (the profile's "
                     "engine section for the local server, the cluster's own conf otherwise)"
                 ) from exc
+
+
+def _error_condition(exc: Exception) -> str | None:
+    get = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)  # Spark 4.x / 3.5
+    return get() if get is not None else None
 
 
 class _StderrTransport:
