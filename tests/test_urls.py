@@ -57,7 +57,7 @@ def test_links_are_resolved_and_normalised(url, base, expected):
 @pytest.mark.parametrize(
     "url",
     ["mailto:sales@acme.com", "javascript:void(0)", "tel:+4312345", "ftp://acme.com/f", "http://192.0.2.7/x",
-     "http://localhost/x", "http://co.uk/", "https://x.com:99999/", ""],
+     "http://localhost/x", "http://co.uk/", "https://x.com:99999/"],
 )
 def test_links_that_are_not_kept(url):
     assert normalize_url(url, BASE) is None
@@ -69,6 +69,168 @@ def test_host_and_domain_come_back_with_the_url():
         "shop.acme-steel.co.uk",
         "acme-steel.co.uk",
     )
+
+
+# The link rules of an HTML attribute value (CONTRACT.md section 5), one test per rule. Each
+# case goes through both public paths: PageLinks (the hot loop) and normalize_url.
+def _resolved(link, base=BASE):
+    from jobs.common.urls import PageLinks
+
+    by_page = PageLinks(base).resolve(link)
+    assert by_page == normalize_url(link, base), link
+    return by_page[0] if by_page else None
+
+
+@pytest.mark.parametrize("link", ["", " ", "\t", "\r\n", "#", "#frag"])
+def test_an_empty_or_blank_link_is_the_page_itself(link):
+    assert _resolved(link) == "http://www.acme.com/products/steel/index.html"
+    assert _resolved(link, "https://Acme.com:443/a?q=1#top") == "https://acme.com/a?q=1"
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        ("\n/x\n", "http://www.acme.com/x"),
+        ("\f \t/x \r", "http://www.acme.com/x"),
+        (" https://x.com/a\t", "https://x.com/a"),
+    ],
+)
+def test_ascii_whitespace_around_a_link_is_stripped(link, expected):
+    assert _resolved(link) == expected
+
+
+def test_unicode_whitespace_is_part_of_the_link():
+    # NBSP is not ASCII whitespace: the link is the relative path "\u00a0/x"
+    assert _resolved("\u00a0/x") == "http://www.acme.com/products/steel/\u00a0/x"
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        # as written in a CC-MAIN-2014-35 WAT record
+        ("/index.php?a=1&amp;b=2", "http://www.acme.com/index.php?a=1&b=2"),
+        ("/p?a=1&#38;b=2", "http://www.acme.com/p?a=1&b=2"),
+        ("/p?a=1&#x26;b=2", "http://www.acme.com/p?a=1&b=2"),
+        ("/p?a=1&#X26;b=2", "http://www.acme.com/p?a=1&b=2"),
+        ("/p?a=1&#38b=2", "http://www.acme.com/p?a=1&b=2"),  # numeric: the ";" may be missing
+        ("/p?x=&notin;", "http://www.acme.com/p?x=\u2209"),
+        ("/p?x=&copy", "http://www.acme.com/p?x=\u00a9"),  # legacy name at the end
+        ("/p?x=&amp;amp;", "http://www.acme.com/p?x=&amp;"),  # decoded once
+        ("/p?x=&copy;&amp-1", "http://www.acme.com/p?x=\u00a9&-1"),  # legacy name before "-"
+        ("/p?a&amp b", "http://www.acme.com/p?a& b"),
+        ("/a&sol;b", "http://www.acme.com/a/b"),
+        ("&#47;x", "http://www.acme.com/x"),  # decoding comes before resolution
+        ("&#32;/x", "http://www.acme.com/x"),  # ... and before stripping
+    ],
+)
+def test_character_references_are_decoded(link, expected):
+    assert _resolved(link) == expected
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        ("/p?a=1&copy=2", "http://www.acme.com/p?a=1&copy=2"),  # legacy name before "="
+        ("/p?x&ampx", "http://www.acme.com/p?x&ampx"),  # ... before an alphanumeric
+        ("/p?x=&notit;", "http://www.acme.com/p?x=&notit;"),  # "&not" before "i"
+        ("/p?x=&foo;", "http://www.acme.com/p?x=&foo;"),  # no such name
+        ("/p?a=1&b=2", "http://www.acme.com/p?a=1&b=2"),
+        ("/p?x=&#;", "http://www.acme.com/p?x=&"),  # no digits: "#" starts the fragment
+    ],
+)
+def test_references_an_attribute_keeps_literal(link, expected):
+    assert _resolved(link) == expected
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        ("/p?x=&#0;", "http://www.acme.com/p?x=\ufffd"),
+        ("/p?x=&#x110000;", "http://www.acme.com/p?x=\ufffd"),
+        ("/p?x=&#99999999999999999999;", "http://www.acme.com/p?x=\ufffd"),
+        ("/p?x=&#xD800;", "http://www.acme.com/p?x=\ufffd"),  # a surrogate
+        ("/p?x=&#x80;", "http://www.acme.com/p?x=\u20ac"),  # 0x80-0x9F read as windows-1252
+        ("/p?x=&#150;", "http://www.acme.com/p?x=\u2013"),
+        ("/p?x=&#x81;", "http://www.acme.com/p?x=\x81"),  # windows-1252 has no 0x81
+    ],
+)
+def test_numeric_references_the_html_parser_replaces(link, expected):
+    assert _resolved(link) == expected
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        # leading C0 controls: Python 3.9 before 3.9.17 kept them and read a relative path
+        ("\x01https://x.com/a", "https://x.com/a"),
+        ("\x00/x\x1f", "http://www.acme.com/x"),
+        # tabs and newlines inside: removed (before 3.9.5 urlsplit kept them)
+        ("ht\ttp://x.com/a\nb", "http://x.com/ab"),
+        ("/a\r\nb", "http://www.acme.com/ab"),
+    ],
+)
+def test_url_preprocessing_is_the_whatwg_one_on_every_python(link, expected):
+    assert _resolved(link) == expected
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        # a scheme starts with a letter: before 3.11 urlsplit read the scheme "192.0.2.7"
+        ("192.0.2.7:80/a", "http://www.acme.com/products/steel/192.0.2.7:80/a"),
+        ("+x:y", "http://www.acme.com/products/steel/+x:y"),
+        # not an IPv6 address: 3.9 urlsplit read the host "x.com"
+        ("http://[x.com]/a", None),
+        # a port is ASCII digits: 3.9 urlsplit read port 80
+        ("http://x.com:+80/", None),
+        ("http://x.com:\u0668\u0660/", None),
+    ],
+)
+def test_what_urllib_reads_differently_by_version_is_read_the_whatwg_way(link, expected):
+    assert _resolved(link) == expected
+
+
+def test_head_base_is_an_attribute_value_too():
+    from jobs.common.urls import PageLinks, page_base
+
+    base = page_base("http://www.acme.com/a/b", " /x/?s=1&amp;t=2\n")
+    assert base == "http://www.acme.com/x/?s=1&t=2"
+    assert PageLinks(base).resolve("c")[0] == "http://www.acme.com/x/c"
+    assert page_base("http://www.acme.com/a/b", "https://static.acme.com/r/") == "https://static.acme.com/r/"
+
+
+@pytest.mark.parametrize("base", [None, "", " \t"])
+def test_an_absent_or_empty_base_means_the_target(base):
+    from jobs.common.urls import page_base
+
+    assert page_base("http://www.acme.com/a/b?q=1", base) == "http://www.acme.com/a/b?q=1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("<http://a.com/x>", "http://a.com/x"),  # WARC 1.0
+        (" <http://a.com/x> ", "http://a.com/x"),
+        ("http://a.com/x", "http://a.com/x"),
+        ("http://a.com/x?<b>", "http://a.com/x?<b>"),
+    ],
+)
+def test_target_uri_drops_angle_brackets(raw, expected):
+    from jobs.common.urls import target_uri
+
+    assert target_uri(raw) == expected
+
+
+def test_relative_links_on_a_page_whose_target_had_angle_brackets():
+    from jobs.common.urls import PageLinks, page_base, page_domain, target_uri
+
+    target = target_uri("<http://www.acme.com/a/b.html>")
+    assert page_domain(target) == "acme.com"
+    links = PageLinks(page_base(target, None))
+    assert links.resolve("c.html")[0] == "http://www.acme.com/a/c.html"
+    assert links.resolve("")[0] == "http://www.acme.com/a/b.html"
+    bare = PageLinks(page_base(target_uri("<http://www.acme.com>"), None))
+    assert bare.resolve("x")[0] == "http://www.acme.com/x"
 
 
 def _corpus():
@@ -88,17 +250,25 @@ def _corpus():
                         pairs.append((link["url"], rec["target_uri"]))
     rng = random.Random(5)
     schemes = ["http://", "https://", "HTTP://", "Https://", "ftp://", "//", ""]
-    hosts = ["x.com", "WWW.X.Com", "x.co.uk", "x.com.", "192.0.2.7", "[::1]", "u:p@x.com", "co.uk", "x_y.com", ""]
-    ports = ["", ":80", ":443", ":8080", ":080", ":99999", ":", ":abc"]
-    paths = ["", "/", "/a/b", "/a/./b", "/a/../b", "/a b", "/a\tb", "/ä", "/a?", "/a?q=1", "/a??", "/a?q#f", "#f", "?q"]
+    hosts = ["x.com", "WWW.X.Com", "x.co.uk", "x.com.", "192.0.2.7", "[::1]", "[x.com]", "u:p@x.com", "co.uk",
+             "x_y.com", ""]
+    ports = ["", ":80", ":443", ":8080", ":080", ":99999", ":", ":abc", ":+80", ":\u0668\u0660"]
+    paths = ["", "/", "/a/b", "/a/./b", "/a/../b", "/a b", "/a\tb", "/ä", "/a?", "/a?q=1", "/a??", "/a?q#f", "#f", "?q",
+             "/a?q=1&amp;r=2", "/a&#9;b", "&#47;a", " ", "/a;", "/a;?q"]
     bases = ["http://Www.Base.com:80/d/e/f.html", "https://base.co.uk/x/", "http://192.0.2.7/p", "http://b.com"]
     for scheme, host, port, path in itertools.product(schemes, hosts, ports, paths):
         if rng.random() < 0.3:
             pairs.append((scheme + host + port + path, rng.choice(bases)))
     relative = ["a//b", "a/./b", "a/b/", "p;x", "p?q", "p?", "p?#f", "re:x", "x:y/z", ".hidden", "a/.b", "?", "?#x",
                 "#", "", "~user/x", "%41/b", "..", ".", "a/..", "a?b?c", "a#b#c", "/x", "/x/", "/x?y", "/.a",
-                "/x#/..", "//x.com/y", "/x/..", " /x", "/a;p?q", "/a//b"]
-    bases += ["http://b.com/a;p/b;q?z=1#frag", "https://b.com/a//b/c.html", "https://b.com/a/../b/c", "http://u@b.com/x"]
+                "/x#/..", "//x.com/y", "/x/..", " /x", "/a;p?q", "/a//b",
+                # character references, whitespace and controls, empty ";params", paths that look like a scheme
+                " ", "\t", "\n/x\n", " #f", "\x00/x", "\u00a0/x", "a\u00a0", "&amp;", "?a=1&amp;b=2", "/p?a&copy=2",
+                "a&#38;b", "&#x26;", "x&ampx", "&notin;", "&notit;", "&copy", "&foo;", "/a&#9;b", "&#35;f", "&#47;x",
+                "&#63;q", "&#x2e;&#x2e;/x", "&sol;&sol;x.com/y", "http&colon;//x.com/", "&#0;/x", "&#x80;",
+                "ht\ttp://x.com/", "a;", "a;b;", "/a;?q", "&notit;?q", "+x:y", "1x:", "-x:/y"]
+    bases += ["http://b.com/a;p/b;q?z=1#frag", "https://b.com/a//b/c.html", "https://b.com/a/../b/c",
+              "http://u@b.com/x", "http://b.com/a&b/c?d=1&e=2"]
     for path in paths + relative:
         for base in bases:
             pairs.append((path, base))
@@ -106,13 +276,12 @@ def _corpus():
 
 
 def test_fast_paths_agree_with_the_general_path():
-    from jobs.common.urls import PageLinks, _normalize_general
+    from jobs.common.urls import PageLinks
 
     corpus = _corpus()
     assert len(corpus) > 3000
     for url, base in corpus:
-        expected = _normalize_general(url, base)
-        assert normalize_url(url, base) == expected, (url, base)
+        expected = normalize_url(url, base)  # the general path: urljoin + urlsplit
         links = PageLinks(base)
         assert links.resolve(url) == expected, (url, base)
         assert links.resolve(url) == expected, (url, base)  # memoised answer too

@@ -158,3 +158,32 @@ def test_shipped_sample_is_what_the_generator_writes(tmp_path):
     for rel in written:
         assert (tmp_path / rel).read_bytes() == (ROOT / "sample_data" / rel).read_bytes(), rel
     assert sum((ROOT / "sample_data" / rel).stat().st_size for rel in written) < 5_000_000
+
+
+def test_an_angle_bracketed_target_uri_is_the_page_and_the_base_of_its_links(tmp_path):
+    # WARC 1.0 writers emit WARC-Target-URI: <uri>; the brackets are not part of the page URI
+    record = gen.metadata_record(
+        "<https://www.acme.com/a/b.html>",
+        {"Envelope": {"WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": "<https://www.acme.com/a/b.html>"},
+                      "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {
+                          "Head": {}, "Links": [A("c.html"), A("/d"), A("")]}}}}},
+    )
+    pairs, edges, counts = _edges(tmp_path, record)
+    assert pairs == {
+        ("https://www.acme.com/a/b.html", "https://www.acme.com/a/c.html"),
+        ("https://www.acme.com/a/b.html", "https://www.acme.com/d"),
+        ("https://www.acme.com/a/b.html", "https://www.acme.com/a/b.html"),  # "": the page itself
+    }
+    assert counts["node_records"] == 1 and counts["links_dropped"] == 0
+
+
+def test_a_base_and_links_are_read_as_attribute_values(tmp_path):
+    page = "https://www.acme.com/x/y"
+    links = [A("/q?a=1&amp;b=2"), A("  rel&#47;p  "), A("?a=1&copy=2"), A(" ")]
+    pairs, _, _ = _edges(tmp_path, _response(page, links, base=" /jobs/&amp;team/ "))
+    assert {dst for _, dst in pairs} == {
+        "https://www.acme.com/q?a=1&b=2",
+        "https://www.acme.com/jobs/&team/rel/p",
+        "https://www.acme.com/jobs/&team/?a=1&copy=2",
+        "https://www.acme.com/jobs/&team/",  # blank: the page's base itself
+    }

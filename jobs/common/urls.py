@@ -3,7 +3,9 @@
 * registered domain: the Public Suffix List's registrable domain, ICANN section only,
   lower case, offline (the list ships inside the ``publicsuffixlist`` wheel); IP
   addresses and bare public suffixes have none.
-* link URL: resolved against the page's base, fragment removed, scheme and host lower
+* link URL: the href taken as an HTML parser takes an attribute value (character
+  references decoded, ASCII whitespace around it stripped, an empty one is the page itself),
+  resolved against the page's base (``page_base``), fragment removed, scheme and host lower
   case, default port removed; kept only if http(s) with a registrable host.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import lru_cache
+from html.entities import html5
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from publicsuffixlist import PublicSuffixList
@@ -43,10 +46,92 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-# Fast paths for the two shapes most links have, each giving exactly what the general
-# path (urljoin + urlsplit) gives; anything unusual (userinfo, IPv6, whitespace, control
-# characters, dot segments) takes the general path. tests/test_urls.py checks the two agree.
-_ABSOLUTE = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::(\d{1,5}))?([/?][^\x00-\x20#]*)?(?:#.*)?", re.DOTALL)
+# Character references as the HTML tokenizer decodes them in an attribute value (WHATWG HTML,
+# "character reference state"); html.unescape follows the text rules, which decode "&copy=2".
+_REFERENCE = re.compile(r"&(?:#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));?|([A-Za-z0-9]+)([;=]?))")
+_LEGACY_NAMES = {name: text for name, text in html5.items() if not name.endswith(";")}  # valid without ";"
+_LONGEST_LEGACY_NAME = max(map(len, _LEGACY_NAMES))
+# numeric references to C1 controls mean the windows-1252 character, where there is one
+_C1_AS_WINDOWS_1252 = {
+    code: char
+    for code, char in zip(range(0x80, 0xA0), bytes(range(0x80, 0xA0)).decode("cp1252", "replace"))
+    if char != "\ufffd"
+}
+
+
+def _decode_references(link: str) -> str:
+    return _REFERENCE.sub(_decode_reference, link)
+
+
+def _decode_reference(match: re.Match) -> str:
+    hex_digits, decimal_digits, name, after = match.groups()
+    if name is None:
+        return _numeric_reference(int(hex_digits, 16) if hex_digits else _capped_decimal(decimal_digits))
+    if after == ";" and name + ";" in html5:
+        return html5[name + ";"]
+    for length in range(min(len(name), _LONGEST_LEGACY_NAME), 0, -1):
+        text = _LEGACY_NAMES.get(name[:length])
+        if text is not None:
+            # in an attribute, a name without ";" before "=" or an alphanumeric is not a reference
+            return match.group() if length < len(name) or after == "=" else text + after
+    return match.group()
+
+
+def _capped_decimal(digits: str) -> int:
+    # int() may refuse over 4300 decimal digits (the CVE-2020-10735 limit); over 8 is past U+10FFFF
+    digits = digits.lstrip("0")
+    return int(digits or "0") if len(digits) <= 8 else 0x110000
+
+
+def _numeric_reference(code: int) -> str:
+    if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"
+    return _C1_AS_WINDOWS_1252.get(code) or chr(code)
+
+
+# urllib.parse reads some URLs differently by version, so what it gets is made unambiguous
+# first, the WHATWG URL parser's way (which is also what 3.11+ does):
+# * C0 controls and spaces stripped from both ends, tabs and newlines removed everywhere (3.9 does
+#   the latter from 3.9.5, bpo-43882, the former from 3.9.17, CVE-2023-24329); this strips the
+#   ASCII whitespace the HTML rule strips too;
+# * a scheme starts with a letter: before 3.11 "192.0.2.7:80/a" has the scheme "192.0.2.7", so
+#   such a path gets "./" in front (RFC 3986 section 4.2), which resolution removes.
+_C0_CONTROL_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
+_PATH_LIKE_A_SCHEME = re.compile(r"[^A-Za-z/?#][^/?#]*:")
+
+
+def _url_input(text: str) -> str:
+    url = text.strip(_C0_CONTROL_OR_SPACE).translate(_TAB_OR_NEWLINE)
+    return "./" + url if _PATH_LIKE_A_SCHEME.match(url) else url
+
+
+def _plain_host_and_port(netloc: str) -> bool:
+    # 3.9 urlsplit reads the host "x.com" in "[x.com]" and port 80 in ":+80"; 3.11+ and the WHATWG
+    # parser reject both (and a bracketed host is an IP literal: never a registrable domain)
+    host_and_port = netloc.rpartition("@")[2]
+    port = host_and_port.partition(":")[2]
+    return "[" not in host_and_port and (not port or (port.isascii() and port.isdigit()))
+
+
+def target_uri(raw: str) -> str:
+    """The page URI of a ``WARC-Target-URI`` header value (WARC 1.0 writers put it in ``<...>``)."""
+    uri = raw.strip(" \t\n\r\f")
+    return uri[1:-1] if uri.startswith("<") and uri.endswith(">") else uri
+
+
+def page_base(target: str, base: str | None) -> str:
+    """The URL a page's links resolve against: its ``Head.Base``, an attribute value like any
+    href, resolved against its target URI; the target itself when the base is absent or empty."""
+    page = _url_input(target)
+    return urljoin(page, _url_input(_decode_references(base))) if base else page
+
+
+# Fast paths for the shapes most links have, each giving exactly what the general path
+# (urljoin + urlsplit) gives; anything unusual (userinfo, IPv6, whitespace, control
+# characters, dot segments, ";" in the path: urljoin drops an empty ";params") takes the
+# general path. tests/test_urls.py checks the two agree.
+_ABSOLUTE = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?([/?][^\x00-\x20#;]*)?(?:#.*)?", re.DOTALL)
 _ROOTED = re.compile(r"/(?!/)[^\x00-\x20#]*(?:#.*)?", re.DOTALL)
 
 
@@ -55,22 +140,27 @@ def _tail(rest: str) -> str:
     return rest[:-1] if rest.endswith("?") and rest.count("?") == 1 else rest
 
 
-def normalize_url(url: str, base: str | None = None) -> tuple[str, str, str] | None:
-    """Resolve ``url`` against ``base``; return ``(url, host, registered_domain)``, or None
-    when the result is not an http(s) URL with a registrable host."""
-    match = _ABSOLUTE.fullmatch(url) if url else None
-    if match is not None:
-        scheme, host, port, rest = match.groups()
-        host = host.lower()
-        domain = registered_domain(host)
-        if domain is None:
-            return None
-        keep_port = port is not None and int(port) != _DEFAULT_PORTS[scheme]
-        if keep_port and int(port) > 65535:
-            return None
-        netloc = f"{host}:{int(port)}" if keep_port else host
-        return f"{scheme}://{netloc}{_tail(rest or '')}", host, domain
-    return _normalize_general(url, base)
+def normalize_url(link: str, base: str | None = None) -> tuple[str, str, str] | None:
+    """Resolve the href ``link`` (as written in the HTML) against ``base``; return ``(url, host,
+    registered_domain)``, or None when the result is not an http(s) URL with a registrable host."""
+    return _normalize_general(_decode_references(link), base)
+
+
+def _absolute(url: str) -> tuple[str, str, str] | None | bool:
+    """An http(s) URL of the common shape normalised without urlsplit; False for other shapes."""
+    match = _ABSOLUTE.fullmatch(url)
+    if match is None:
+        return False
+    scheme, host, port, rest = match.groups()
+    host = host.lower()
+    domain = registered_domain(host)
+    if domain is None:
+        return None
+    keep_port = port is not None and int(port) != _DEFAULT_PORTS[scheme]
+    if keep_port and int(port) > 65535:
+        return None
+    netloc = f"{host}:{int(port)}" if keep_port else host
+    return f"{scheme}://{netloc}{_tail(rest or '')}", host, domain
 
 
 _RELATIVE = re.compile(r"[^\x00-\x20#?/.:][^\x00-\x20#?:]*(?:[?#].*)?", re.DOTALL)
@@ -78,9 +168,10 @@ _QUERY = re.compile(r"\?[^\x00-\x20#]+(?:#.*)?", re.DOTALL)
 
 
 class PageLinks:
-    """Resolves one page's links. Root-relative, query-only, fragment-only and plain relative
-    links are prefixed with what urljoin would produce for this base (found once per page by
-    resolving a probe link the general way); repeated links (menus, footers) resolve once."""
+    """Resolves one page's links against its base (``page_base``). Root-relative, query-only,
+    fragment-only and plain relative links are prefixed with what urljoin would produce for this
+    base (found once per page by resolving a probe link the general way); repeated links (menus,
+    footers) resolve once."""
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -102,15 +193,17 @@ class PageLinks:
                 self._probes[probe] = None
         return self._probes[probe]
 
-    def resolve(self, url: str) -> tuple[str, str, str] | None:
+    def resolve(self, link: str) -> tuple[str, str, str] | None:
+        """``normalize_url(link, self.base)``, the fast way when it can."""
         try:
-            return self._seen[url]
+            return self._seen[link]
         except KeyError:
             pass
+        url = _decode_references(link) if "&" in link else link  # no call for most links
         result = self._fast(url)
         if result is False:
-            result = normalize_url(url, self.base)
-        self._seen[url] = result
+            result = _normalize_general(url, self.base)
+        self._seen[link] = result
         return result
 
     def _fast(self, url: str):
@@ -126,11 +219,12 @@ class PageLinks:
         elif _RELATIVE.fullmatch(url):
             shape, path = "x", url
         else:
-            return False
+            return _absolute(url)
         path = path.split("#", 1)[0]
         segments = path.split("?", 1)[0]
-        if "/." in "/" + segments or "//" in segments:
-            return False  # dot segments and empty segments are urljoin's to handle
+        # (no shape starts with ".", so "/." finds every dot segment)
+        if "/." in segments or "//" in segments or ";" in segments:
+            return False  # dot segments, empty segments and ";params" are urljoin's to handle
         prefix = self._prefix(shape)
         if prefix is None:
             return False
@@ -141,12 +235,12 @@ class PageLinks:
 
 
 def _normalize_general(url: str, base: str | None = None) -> tuple[str, str, str] | None:
-    if not url:
-        return None
+    """``url``: an href with its character references decoded."""
+    url = _url_input(url)
     try:
-        parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
+        parts = urlsplit(urljoin(base, url) if base else url)  # "" is the base itself
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in _DEFAULT_PORTS or not _plain_host_and_port(parts.netloc):
             return None
         host = parts.hostname  # lower-cased by urlsplit
         port = parts.port

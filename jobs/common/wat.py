@@ -17,14 +17,13 @@ import io
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
-from urllib.parse import urljoin
 
 import orjson
 from fastwarc.stream_io import GzipReader
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from jobs.common.inputs import GZIP_MAGIC, CorruptInputError
-from jobs.common.urls import PageLinks, page_domain
+from jobs.common.urls import PageLinks, page_base, page_domain, target_uri
 
 LINK_PATHS = frozenset({"A@/href", "AREA@/href"})
 
@@ -181,7 +180,7 @@ def page_edges(payload: bytes, target: str, src_rd: str, counts: Counter) -> Ite
     if not isinstance(links, list) or (base is not None and not isinstance(base, str)):
         counts["missing_fields"] += 1
         return ()
-    resolver = PageLinks(urljoin(target, base) if base else target)
+    resolver = PageLinks(page_base(target, base))
     edges = []
     seen = dropped = 0
     for link in links:
@@ -210,6 +209,8 @@ def edges_from_wat(stream: BinaryIO, node_domains: frozenset[str] | set[str], co
         for record in warc_records(stream, WarcRecordType.metadata):
             records += 1
             target = record.headers.get("WARC-Target-URI")
+            if target:
+                target = target_uri(target)  # WARC 1.0 writers put it in <...>
             if not target:
                 no_target += 1
                 continue
