@@ -54,7 +54,7 @@ def test_dag_shape(dag):
     # the run's state is its leaves': check_run alone, which fails when any task did not succeed
     assert [t.task_id for t in dag.tasks if not t.downstream_task_ids] == ["check_run"]
     assert dag.get_task("check_run").upstream_task_ids == {"cost_report"}
-    assert dag.get_task("check_run").trigger_rule == "all_done"
+    assert dag.get_task("check_run").trigger_rule == "all_done" and dag.get_task("check_run").retries == 0
     chain = ["pair.nodes", "pair.edges", "pair.graph", "pair.graph_aggr"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream, "plan"}  # plan: the mapped pair
