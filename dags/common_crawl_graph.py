@@ -325,7 +325,8 @@ with DAG(
         result = report.build(metrics, PriceTable.load(), task_states=states, problems=run_problems(states, pairs))
         root = str(params["output_root"])
         safe_run = re.sub(r"[^A-Za-z0-9._=-]+", "_", context["run_id"])
-        base = Path(root) if "://" not in root else settings.work_dir() / "reports"  # remote roots: kept locally
+        # a remote root, or a relative one plan refused: the report stays in the worker's work dir
+        base = Path(root) if root.startswith("/") else settings.work_dir() / "reports"
         paths = report.write(result, base / "_reports" / safe_run, f"{DAG_ID} {context['run_id']}")
         print(report.to_markdown(result))
         print(f"Report: {paths['html']}")

@@ -323,6 +323,16 @@ def test_a_failed_plan_fails_the_run_and_the_report_names_it(dag_runner, tmp_pat
     assert "plan: failed" in (report_folder / "report.html").read_text()
 
 
+def test_a_relative_output_root_is_refused_and_nothing_is_written_relative_to_the_worker(dag_runner, work_dir):
+    relative = "var/relative-root-test-out"
+    outcome, _ = _dag_test(dag_runner, {"output_root": relative})
+    assert outcome.result["tasks"]["plan[-1]"] == "failed" and outcome.result["state"] == "failed"
+    assert "param 'output_root' = 'var/relative-root-test-out' is a relative path" in outcome.output
+    assert not (ROOT / relative).exists() and not Path(relative).exists()
+    reports = list((work_dir / "reports" / "_reports").glob("*/report.json"))
+    assert any("plan: failed" in json.loads(r.read_text())["problems"] for r in reports)
+
+
 def test_a_misspelt_conf_key_fails_the_plan(dag_runner, tmp_path):
     outcome, report = _dag_test(dag_runner, _sample_conf(tmp_path / "out", crawl=["CC-MAIN-2099-01"]))
     assert outcome.result["tasks"]["plan[-1]"] == "failed" and outcome.result["state"] == "failed"
