@@ -109,9 +109,9 @@ def oracle_graph(nodes, edges):
 # -- running the jobs in one Spark session ------------------------------------------------
 
 
-def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None, extras=None):
+def run_step(step, crawl, domain, out, tmp_path, cc_root=None, max_files=None, extras=None, run_id="r"):
     return harness_run_step(step, crawl, domain, cc_root or SAMPLE / "cc", SAMPLE / "seeds", out, tmp_path, max_files,
-                            extras)
+                            extras, run_id)
 
 
 def rows(spark, path, columns):
@@ -355,3 +355,27 @@ def test_a_step_fails_at_once_while_another_run_holds_its_partition(spark, pipel
     report, error = run_step("edges", CRAWLS[0], "steel", copy, tmp_path)
     assert error is None and (copy / "edges" / f"crawl={CRAWLS[0]}/domain=steel" / "_SUCCESS").exists()
     assert lock.read_text() == ""  # released, holder cleared
+
+
+def test_a_run_whose_pair_another_run_took_over_fails_instead_of_mixing(spark, tmp_path):
+    """Run B's nodes step lands between two steps of run A: A's next step must not build on
+    B's partitions (it would finish green on a mix); B, the owner now, goes on."""
+    from jobs.common.crawl_job import PartitionBusyError
+
+    out, crawl = tmp_path / "out", CRAWLS[0]
+    for step in ("nodes", "edges"):
+        report, error = run_step(step, crawl, "steel", out, tmp_path, run_id="run_a")
+        assert error is None, report.failure
+    report, error = run_step("nodes", crawl, "steel", out, tmp_path, run_id="run_b")
+    assert error is None, report.failure
+    report, error = run_step("graph", crawl, "steel", out, tmp_path, run_id="run_a")
+    assert isinstance(error, PartitionBusyError) and not report.completed
+    assert "was taken over by run run_b of test" in report.failure["message"]
+    assert "Re-run this pair from its nodes step" in report.failure["message"]
+    assert not (out / "graph").exists()
+    for step in ("edges", "graph"):  # the owner's own steps go on
+        report, error = run_step(step, crawl, "steel", out, tmp_path, run_id="run_b")
+        assert error is None, report.failure
+    # another pair of the same output root is not affected
+    report, error = run_step("nodes", crawl, "pharma", out, tmp_path, run_id="run_a")
+    assert error is None, report.failure

@@ -11,9 +11,12 @@ cluster file systems and object stores (``s3://``, which cannot rename), the par
 overwritten in place and ``_SUCCESS`` is the completeness signal.
 
 Two runs of one (crawl, domain) into one output root would read each other's half-swapped
-partitions: every step holds the pair's lease (``{output_root}/_leases/``, an flock on the
-driver's file system) while it runs, and a step that finds it held fails at once, naming the
-holder.
+partitions, or build one run's graph from the other's nodes: every step holds the pair's
+lease (``{output_root}/_leases/``, an flock on the driver's file system) while it runs, and a
+step that finds it held fails at once, naming the holder. Under the lease, the first step
+(nodes) records its run as the pair's owner, and every later step checks that its own run
+still owns the pair, so a run whose partitions another run rewrote between two of its steps
+fails instead of finishing green on a mix.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -72,7 +76,31 @@ class CrawlJob(SparkJob):
                     "are processing this pair into one output root at once. Let that run finish (or stop it), or "
                     "give this run its own output_root"
                 )
+            self._check_owner(os.path.join(folder, f"domain={self.domain}.owner"))
             yield
+
+    def _check_owner(self, path: str) -> None:
+        """The first step claims the pair for its run; a later step of another run than the
+        claimant's would build on partitions this run did not write (called under the lease)."""
+        run = self.job.context.run
+        me = {"dag_id": run.dag_id, "run_id": run.run_id}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                owner = json.load(fh)
+        except (OSError, ValueError):
+            owner = None  # no claim yet (or an unreadable one): this run takes the pair
+        if self.step != STEPS[0] and owner is not None and {k: owner.get(k) for k in me} != me:
+            raise PartitionBusyError(
+                f"crawl {self.crawl} / domain {self.domain} in {self.output_root} was taken over by run "
+                f"{owner.get('run_id')} of {owner.get('dag_id')} (its {STEPS[0]} step, {owner.get('since')}) after "
+                f"this run's own {STEPS[0]} step: this {self.step} step would mix the two runs' data. Re-run this pair "
+                f"from its {STEPS[0]} step, or give concurrent runs their own output_root"
+            )
+        if owner is None or self.step == STEPS[0]:
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({**me, "since": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"}, fh)
+            os.replace(tmp, path)
 
     def build(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -17,7 +17,7 @@ from airflow_spark_portable.runtime import JobContext, RunIdentity
 STEPS = ("nodes", "edges", "graph", "graph_aggr")
 
 
-def run_step(step, crawl, domain, cc, seeds, out, work, max_files=None, extras=None):
+def run_step(step, crawl, domain, cc, seeds, out, work, max_files=None, extras=None, run_id="r"):
     """Run jobs/<step>.py's job class; return (JobReport, the exception it raised or None)."""
     module = importlib.import_module(f"jobs.{step}")
     job_cls = next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "step", None) == step)
@@ -26,7 +26,7 @@ def run_step(step, crawl, domain, cc, seeds, out, work, max_files=None, extras=N
         JobContext(
             engine="local",
             profile="small",
-            run=RunIdentity(dag_id="test", task_id=step, run_id="r"),
+            run=RunIdentity(dag_id="test", task_id=step, run_id=run_id),
             partition={"crawl": crawl, "domain": domain},
             inputs={"cc": str(cc), "seeds": str(seeds)},
             output_root=str(out),
