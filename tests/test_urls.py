@@ -251,10 +251,13 @@ def _corpus():
     rng = random.Random(5)
     schemes = ["http://", "https://", "HTTP://", "Https://", "ftp://", "//", ""]
     hosts = ["x.com", "WWW.X.Com", "x.co.uk", "x.com.", "192.0.2.7", "[::1]", "[x.com]", "u:p@x.com", "co.uk",
-             "x_y.com", ""]
+             "x_y.com", "",
+             # hosts no browser accepts (forbidden domain code points) and a backslash ending the host
+             "a b.com", "ex%41mple.com", "exa^mple.com", "exa|mple.com", "exa<mple.com", "x.com\\y", "u\\v@x.com"]
     ports = ["", ":80", ":443", ":8080", ":080", ":99999", ":", ":abc", ":+80", ":\u0668\u0660"]
     paths = ["", "/", "/a/b", "/a/./b", "/a/../b", "/a b", "/a\tb", "/ä", "/a?", "/a?q=1", "/a??", "/a?q#f", "#f", "?q",
-             "/a?q=1&amp;r=2", "/a&#9;b", "&#47;a", " ", "/a;", "/a;?q"]
+             "/a?q=1&amp;r=2", "/a&#9;b", "&#47;a", " ", "/a;", "/a;?q",
+             "?", "?#f", "/a\\b", "\\a", "/a?b\\c", "\\\\y.com\\z", "/a#b\\c"]
     bases = ["http://Www.Base.com:80/d/e/f.html", "https://base.co.uk/x/", "http://192.0.2.7/p", "http://b.com"]
     for scheme, host, port, path in itertools.product(schemes, hosts, ports, paths):
         if rng.random() < 0.3:
@@ -266,9 +269,16 @@ def _corpus():
                 " ", "\t", "\n/x\n", " #f", "\x00/x", "\u00a0/x", "a\u00a0", "&amp;", "?a=1&amp;b=2", "/p?a&copy=2",
                 "a&#38;b", "&#x26;", "x&ampx", "&notin;", "&notit;", "&copy", "&foo;", "/a&#9;b", "&#35;f", "&#47;x",
                 "&#63;q", "&#x2e;&#x2e;/x", "&sol;&sol;x.com/y", "http&colon;//x.com/", "&#0;/x", "&#x80;",
-                "ht\ttp://x.com/", "a;", "a;b;", "/a;?q", "&notit;?q", "+x:y", "1x:", "-x:/y"]
+                "ht\ttp://x.com/", "a;", "a;b;", "/a;?q", "&notit;?q", "+x:y", "1x:", "-x:/y",
+                # empty queries, and backslashes (a slash before the query in http(s))
+                "??", "?#", " ?", "&#63;", "&#63;#x", "http:?", "https:?", "http:", "https:", "p?#", "/?", "/x?#y",
+                "/\\evil.com/x", "\\\\evil.com\\x", "\\x", "a\\b", "a\\..\\b", "a/.\\b", "a?b\\c", "?b\\c",
+                "#b\\c", "/a?b\\c", "/a\\?b", "http:\\\\x.com\\y", "HTTPS:\\\\x.com\\y", "https:/\\x.com",
+                "http://x.com\\y", "http://x.com:8080\\y", "http://a\\b@x.com/", "\\x:y", "1x:\\y", "x.com:80\\y",
+                "&#92;&#92;evil.com/x", "mailto:a\\b", "//x.com\\y?z\\w"]
     bases += ["http://b.com/a;p/b;q?z=1#frag", "https://b.com/a//b/c.html", "https://b.com/a/../b/c",
-              "http://u@b.com/x", "http://b.com/a&b/c?d=1&e=2"]
+              "http://u@b.com/x", "http://b.com/a&b/c?d=1&e=2", "https://b.com/d/f.html?p=1",
+              "https://b.com/a\\b/c?z=1", "http://a b.com/x/", "https://exa^mple.com/p?q=1", "ftp://b.com/d/f"]
     for path in paths + relative:
         for base in bases:
             pairs.append((path, base))
@@ -293,3 +303,122 @@ def test_page_domain_matches_registered_domain_of_the_host():
     for url, _ in _corpus():
         if "://" in url:
             assert page_domain(url) == registered_domain(host_of(url)), url
+
+
+PAGE = "https://www.example.com/dir/page.html?p=1"
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        # an empty query replaces the base's (RFC 3986 section 5.2.2, WHATWG); the lone "?" is dropped
+        ("?", "https://www.example.com/dir/page.html"),
+        ("?#x", "https://www.example.com/dir/page.html"),
+        (" ?\t", "https://www.example.com/dir/page.html"),
+        ("&#63;", "https://www.example.com/dir/page.html"),
+        ("https:?", "https://www.example.com/dir/page.html"),  # same scheme: relative, as "?"
+        ("p?", "https://www.example.com/dir/p"),
+        ("?q", "https://www.example.com/dir/page.html?q"),
+        ("??", "https://www.example.com/dir/page.html??"),  # the query "?" is not empty
+        # a fragment alone keeps the base's query
+        ("#x", "https://www.example.com/dir/page.html?p=1"),
+        ("#", "https://www.example.com/dir/page.html?p=1"),
+        ("", "https://www.example.com/dir/page.html?p=1"),
+    ],
+)
+def test_an_empty_query_replaces_the_base_query(link, expected):
+    assert _resolved(link, PAGE) == expected
+
+
+def test_an_empty_query_as_head_base():
+    from jobs.common.urls import page_base
+
+    assert page_base(PAGE, "?") == "https://www.example.com/dir/page.html"
+    assert page_base(PAGE, "#top") == PAGE + "#top"  # a fragment alone keeps the query (and is dropped later)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a b.com", "ex%41mple.com", "exa<mple.com", "exa>mple.com", "exa^mple.com", "exa|mple.com", "x.com\\y",
+     "exa\x01mple.com", "exa\x7fmple.com", " x.com", "x.com ", "exa]mple.com", "exa[mple.com"],
+)
+def test_a_host_with_a_forbidden_domain_code_point_has_no_registered_domain(host):
+    assert registered_domain(host) is None
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["http://a b.com/", "http://ex%41mple.com/", "http://exa<mple.com/", "http://exa>mple.com/",
+     "http://exa^mple.com/x", "http://exa|mple.com/", "http://exa\x01mple.com/", "http://exa\x7fmple.com/",
+     "http:// x.com/", "http://x.com /", "//a b.com/x", "http://u:p@a b.com/", "http://a b.com:8080/",
+     "http://exa^mple.com?q", "http://exa|mple.com#f"],
+)
+def test_links_to_a_host_no_browser_accepts_are_not_kept(link):
+    # a browser percent-decodes "%41" in a host ("example.com"); dropping it is the conservative choice
+    assert _resolved(link) is None
+
+
+def test_an_underscore_in_a_host_is_kept():
+    assert _resolved("http://exa_mple.com/x") == "http://exa_mple.com/x"
+    assert registered_domain("exa_mple.com") == "exa_mple.com"
+
+
+def test_a_base_with_a_forbidden_host_resolves_no_link():
+    from jobs.common.urls import PageLinks, page_base
+
+    base = page_base("http://www.acme.com/a", "http://a b.com/x/")
+    for link in ["c", "/c", "?c", "#c", ""]:
+        assert PageLinks(base).resolve(link) is None, link
+        assert normalize_url(link, base) is None, link
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("http://a b.com/", None), ("http://exa^mple.com/", None), ("https://www.exa_mple.com/",
+                                                                  ("www.exa_mple.com", "exa_mple.com"))],
+)
+def test_a_seed_host_no_browser_accepts_is_invalid(url, expected):
+    from jobs.common.urls import seed_host
+
+    assert seed_host(url) == expected
+
+
+def test_page_domain_of_a_target_with_a_forbidden_host():
+    from jobs.common.urls import page_domain
+
+    assert page_domain("http://a b.com/x") is None
+    assert page_domain("http://exa|mple.com") is None
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        ("/\\evil.com/x", "https://evil.com/x"),
+        ("\\\\evil.com\\x", "https://evil.com/x"),
+        ("\\x", "https://www.example.com/x"),
+        ("a\\b", "https://www.example.com/dir/a/b"),
+        ("a\\..\\b", "https://www.example.com/dir/b"),
+        ("http:\\\\x.com\\y", "http://x.com/y"),
+        ("HTTPS:\\\\x.com\\y", "https://x.com/y"),
+        ("http://x.com\\y", "http://x.com/y"),
+        ("https://x.com\\y\\z?a\\b#c\\d", "https://x.com/y/z?a\\b"),  # in the query a backslash stays
+        ("/a?b\\c", "https://www.example.com/a?b\\c"),
+        ("a?b\\c", "https://www.example.com/dir/a?b\\c"),
+        ("?b\\c", "https://www.example.com/dir/page.html?b\\c"),
+        ("#b\\c", "https://www.example.com/dir/page.html?p=1"),
+        ("http://x.com:8080\\y", "http://x.com:8080/y"),
+        ("http://a\\b@x.com/", None),  # "\" ends the host "a"
+        ("\\x:y", "https://www.example.com/x:y"),
+        ("&#92;&#92;evil.com/x", "https://evil.com/x"),
+    ],
+)
+def test_a_backslash_is_a_slash_before_the_query_in_http_urls(link, expected):
+    assert _resolved(link, PAGE) == expected
+
+
+def test_a_backslash_in_head_base():
+    from jobs.common.urls import PageLinks, page_base
+
+    base = page_base(PAGE, "\\\\static.example.com\\r\\")
+    assert base == "https://static.example.com/r/"
+    assert PageLinks(base).resolve("c")[0] == "https://static.example.com/r/c"

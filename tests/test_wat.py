@@ -187,3 +187,13 @@ def test_a_base_and_links_are_read_as_attribute_values(tmp_path):
         "https://www.acme.com/jobs/&team/?a=1&copy=2",
         "https://www.acme.com/jobs/&team/",  # blank: the page's base itself
     }
+
+
+def test_a_base_that_is_no_url_falls_back_to_the_target_and_the_file_goes_on(tmp_path):
+    page = "https://www.acme.com/a/b"
+    pairs, _, counts = _edges(
+        tmp_path,
+        _response(page, [A("c")], base="http://[acme.com]/"),  # urllib raises on this host
+        _response("https://www.acme.com/z", [A("/y")]),
+    )
+    assert pairs == {(page, "https://www.acme.com/a/c"), ("https://www.acme.com/z", "https://www.acme.com/y")}

@@ -2,11 +2,12 @@
 
 * registered domain: the Public Suffix List's registrable domain, ICANN section only,
   lower case, offline (the list ships inside the ``publicsuffixlist`` wheel); IP
-  addresses and bare public suffixes have none.
+  addresses, bare public suffixes and hosts no browser accepts have none.
 * link URL: the href taken as an HTML parser takes an attribute value (character
   references decoded, ASCII whitespace around it stripped, an empty one is the page itself),
-  resolved against the page's base (``page_base``), fragment removed, scheme and host lower
-  case, default port removed; kept only if http(s) with a registrable host.
+  resolved against the page's base (``page_base``) as a browser does (WHATWG URL), fragment
+  removed, scheme and host lower case, default port removed; kept only if http(s) with a
+  registrable host.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from publicsuffixlist import PublicSuffixList
 
 _PSL = PublicSuffixList(only_icann=True)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The WHATWG URL standard's "forbidden domain code points": a browser refuses a host with any of
+# them (C0 controls, space, # % / : < > ? @ [ \ ] ^ | and U+007F; "_" is allowed). A browser
+# percent-decodes a host first ("ex%41mple.com" is "example.com"); here a host with "%" simply
+# has no registered domain, the conservative choice (such hosts are junk or evasion, not firms).
+_FORBIDDEN_IN_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
 
 
 @lru_cache(maxsize=1 << 17)
 def registered_domain(host: str | None) -> str | None:
-    """``shop.Example.co.uk`` -> ``example.co.uk``; None for IPs, suffixes and junk."""
-    if not host:
+    """``shop.Example.co.uk`` -> ``example.co.uk``; None for IPs, suffixes and junk (a host
+    no browser accepts, ``_FORBIDDEN_IN_HOST``, included)."""
+    if not host or _FORBIDDEN_IN_HOST.search(host):
         return None
     host = host.strip().rstrip(".").lower()
     if not host or _is_ip(host):
@@ -94,16 +101,47 @@ def _numeric_reference(code: int) -> str:
 # * C0 controls and spaces stripped from both ends, tabs and newlines removed everywhere (3.9 does
 #   the latter from 3.9.5, bpo-43882, the former from 3.9.17, CVE-2023-24329); this strips the
 #   ASCII whitespace the HTML rule strips too;
+# * in an http(s) URL (its own scheme, else its base's) a backslash before the query or fragment
+#   is a slash ("/\evil.com/x" is "//evil.com/x", "http:\\x.com\y" is "http://x.com/y");
+#   urllib reads it as a path character; in the query and fragment it stays;
 # * a scheme starts with a letter: before 3.11 "192.0.2.7:80/a" has the scheme "192.0.2.7", so
 #   such a path gets "./" in front (RFC 3986 section 4.2), which resolution removes.
 _C0_CONTROL_OR_SPACE = "".join(map(chr, range(0x21)))
 _TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
 _PATH_LIKE_A_SCHEME = re.compile(r"[^A-Za-z/?#][^/?#]*:")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 
 
-def _url_input(text: str) -> str:
+def _url_input(text: str, base: str | None = None) -> str:
+    """``text`` made unambiguous for urllib; ``base``: the URL it will be resolved against."""
     url = text.strip(_C0_CONTROL_OR_SPACE).translate(_TAB_OR_NEWLINE)
+    if "\\" in url:
+        url = _backslashes_as_slashes(url, base)
     return "./" + url if _PATH_LIKE_A_SCHEME.match(url) else url
+
+
+def _backslashes_as_slashes(url: str, base: str | None) -> str:
+    scheme = _SCHEME.match(url)
+    scheme = scheme.group() if scheme else (base or "").partition(":")[0] + ":"
+    if scheme.lower() not in ("http:", "https:"):
+        return url
+    end = _QUERY_OR_FRAGMENT.search(url)
+    end = end.start() if end else len(url)
+    return url[:end].replace("\\", "/") + url[end:]
+
+
+def _join(base: str, url: str) -> str:
+    """``urljoin``, except that an empty query replaces the base's, as in a browser (and RFC 3986
+    section 5.2.2): urljoin reads "?" and "?#x" as no query and keeps the base's (a fragment
+    alone, "#x", does keep it)."""
+    joined = urljoin(base, url)
+    if "?" in url:
+        before_fragment = url.partition("#")[0]
+        if before_fragment.endswith("?") and before_fragment.count("?") == 1:  # the query is empty
+            # the first "?" of an absolute URL starts its query (urlsplit ends a netloc at "?")
+            return joined.partition("#")[0].partition("?")[0]
+    return joined
 
 
 def _plain_host_and_port(netloc: str) -> bool:
@@ -122,17 +160,24 @@ def target_uri(raw: str) -> str:
 
 def page_base(target: str, base: str | None) -> str:
     """The URL a page's links resolve against: its ``Head.Base``, an attribute value like any
-    href, resolved against its target URI; the target itself when the base is absent or empty."""
+    href, resolved against its target URI; the target itself when the base is absent, empty or
+    not a URL (as a browser falls back to the document's URL)."""
     page = _url_input(target)
-    return urljoin(page, _url_input(_decode_references(base))) if base else page
+    if not base:
+        return page
+    try:
+        return _join(page, _url_input(_decode_references(base), page))
+    except ValueError:  # e.g. "http://[x.com]/": urllib refuses it; one bad record must not fail its file
+        return page
 
 
 # Fast paths for the shapes most links have, each giving exactly what the general path
 # (urljoin + urlsplit) gives; anything unusual (userinfo, IPv6, whitespace, control
 # characters, dot segments, ";" in the path: urljoin drops an empty ";params") takes the
-# general path. tests/test_urls.py checks the two agree.
-_ABSOLUTE = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?([/?][^\x00-\x20#;]*)?(?:#.*)?", re.DOTALL)
-_ROOTED = re.compile(r"/(?!/)[^\x00-\x20#]*(?:#.*)?", re.DOTALL)
+# general path, and so does a backslash before the fragment (a slash in a path, see _url_input).
+# tests/test_urls.py checks the two agree.
+_ABSOLUTE = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?([/?][^\x00-\x20#;\\]*)?(?:#.*)?", re.DOTALL)
+_ROOTED = re.compile(r"/(?![/\\])[^\x00-\x20#\\]*(?:#.*)?", re.DOTALL)
 
 
 def _tail(rest: str) -> str:
@@ -163,7 +208,7 @@ def _absolute(url: str) -> tuple[str, str, str] | None | bool:
     return f"{scheme}://{netloc}{_tail(rest or '')}", host, domain
 
 
-_RELATIVE = re.compile(r"[^\x00-\x20#?/.:][^\x00-\x20#?:]*(?:[?#].*)?", re.DOTALL)
+_RELATIVE = re.compile(r"[^\x00-\x20#?/.:\\][^\x00-\x20#?:\\]*(?:[?#].*)?", re.DOTALL)
 _QUERY = re.compile(r"\?[^\x00-\x20#]+(?:#.*)?", re.DOTALL)
 
 
@@ -236,9 +281,9 @@ class PageLinks:
 
 def _normalize_general(url: str, base: str | None = None) -> tuple[str, str, str] | None:
     """``url``: an href with its character references decoded."""
-    url = _url_input(url)
+    url = _url_input(url, base)
     try:
-        parts = urlsplit(urljoin(base, url) if base else url)  # "" is the base itself
+        parts = urlsplit(_join(base, url) if base else url)  # "" is the base itself
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not _plain_host_and_port(parts.netloc):
             return None
@@ -273,7 +318,8 @@ def page_domain(target: str) -> str | None:
     start = target.find("://")
     if 0 < start < 12:  # after a scheme; the cached parse drops any userinfo, port, ?query, #fragment
         end = target.find("/", start + 3)
-        return _authority_domain(target[start + 3 : end] if end > 0 else target[start + 3 :])
+        # (whitespace around a URL is not part of it: "http://x.com " is x.com, as host_of reads it)
+        return _authority_domain(target[start + 3 : end] if end > 0 else target[start + 3 :].strip())
     return registered_domain(host_of(target))
 
 
