@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.context import JobContext
+from airflow_spark_portable.runtime.transport import private_dir, write_private
 
 
 @dataclass
@@ -105,10 +106,8 @@ class LocalChannel(Channel):
     def write_context(self, context: JobContext) -> None:
         if self.folder.exists():
             shutil.rmtree(self.folder)  # a re-run of the same try starts clean
-        self.folder.mkdir(parents=True, mode=0o700)
-        tmp = self.folder / "context.json.tmp"
-        tmp.write_text(json.dumps(context.to_dict(), indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.context_uri)
+        private_dir(self.folder)  # the context holds the task's arguments
+        write_private(self.context_uri, json.dumps(context.to_dict(), indent=2, default=str))
         self._offset = 0
 
     def read_new_messages(self) -> list[dict[str, Any]]:

@@ -51,7 +51,7 @@ from airflow_spark_portable.engines.base import (
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
-from airflow_spark_portable.redaction import is_sensitive
+from airflow_spark_portable.redaction import refuse, sensitive_keys
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.context import JobContext
 
@@ -294,12 +294,12 @@ class DatabricksEngine(Engine):
         """(cluster conf, session conf): a job cluster takes all of it; an existing cluster or
         serverless only Spark SQL conf, set on the job's session by the runtime."""
         conf = dict(spec.spark_conf)  # profile < section conf < the task's conf=, layered already
-        secret = sorted(k for k, v in conf.items() if is_sensitive(k) and not _SECRET_REFERENCE.match(v))
-        if secret:
-            raise SparkPortableConfigError(
-                f"conf {secret}: secret values would be visible in the run's settings; use a Databricks "
-                "secret reference as the value, e.g. {{secrets/my-scope/my-key}}"
-            )
+        refuse(
+            [k for k in sensitive_keys(conf) if not _SECRET_REFERENCE.match(conf[k])],
+            "secret values would be visible in the run's settings",
+            "use a Databricks secret reference as the value, e.g. {{secrets/my-scope/my-key}} "
+            "(a secret scope), or an instance profile / Unity Catalog storage credential for cloud storage",
+        )
         if section["new_cluster"] is not None:
             return conf, {}
         referenced = sorted(k for k, v in conf.items() if _SECRET_REFERENCE.match(v))

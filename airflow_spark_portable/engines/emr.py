@@ -45,7 +45,7 @@ from airflow_spark_portable.engines.base import (
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
-from airflow_spark_portable.redaction import is_sensitive
+from airflow_spark_portable.redaction import refuse, sensitive_keys
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -221,12 +221,12 @@ class EmrEngine(Engine):
             "spark.pyspark.driver.python": section["python"],
             **spec.spark_conf,
         }
-        secret = sorted(k for k in conf if is_sensitive(k))
-        if secret:
-            raise SparkPortableConfigError(
-                f"conf {secret}: secrets cannot travel as EMR step arguments (anyone with console access "
-                "reads them); give the cluster an instance profile or an EMR security configuration instead"
-            )
+        refuse(
+            sensitive_keys(conf),
+            "secrets cannot travel as EMR step arguments (anyone with console access reads them)",
+            "give the cluster an instance profile (S3), an EMR security configuration, or let the job read "
+            "the credential from AWS Secrets Manager at run time (Azure, GCS, JDBC keys)",
+        )
         args = ["spark-submit", "--deploy-mode", section["deploy_mode"], "--name", spec.name, "--py-files", code_uri]
         for key, value in sorted(conf.items()):
             args += ["--conf", f"{key}={value}"]

@@ -10,10 +10,16 @@ Two modes (``[spark_portable] local_mode``, or ``engine_options={"local_mode": .
 
 Either way the job's output streams into the task log live, and a host-wide slot cap keeps
 parallel tasks from running more jobs at once than there are cores.
+
+No secret is ever on a command line, where ``ps`` shows it to every local user: Spark conf
+reaches spark-submit as a 0600 ``--properties-file``, and the job's application_args are
+read from its 0600 context file by a small launcher that gives the job the ``sys.argv``
+the task asked for (``LAUNCHER``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import importlib.util
@@ -36,12 +42,26 @@ from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, LocalChannel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
 from airflow_spark_portable.redaction import redacted
+from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.job import CODE_VERSION_ENV, SESSION_CONF_ENV, SESSION_FILE_ENV, read_session_file
+from airflow_spark_portable.runtime.transport import open_private, private_dir, write_private
 
 _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 _SECTION_KEYS = {"cores", "driver_memory", "conf"}
 _KILL_GRACE_SECONDS = 3.0  # Airflow's supervisor escalates to SIGKILL after 5 s
 _LOG_TAIL_LINES = 60
+
+# Runs the job file as ``python <file> <application_args>`` would, with the arguments taken
+# from the context file (0600) instead of the command line (``ps``). argv: [launcher, file].
+LAUNCHER = """\
+import json, os, runpy, sys
+app = sys.argv[1]
+with open(os.environ[%r], encoding="utf-8") as fh:
+    sys.argv[:] = [app, *json.load(fh)["application_args"]]
+sys.path[0] = os.path.dirname(os.path.abspath(app))
+del fh
+runpy.run_path(app, run_name="__main__")
+""" % protocol.ENV_CONTEXT
 
 
 def pyspark_home() -> Path:
@@ -87,11 +107,12 @@ class LocalSlots:
         self.size = size
 
     def acquire(self, log, poll_seconds: float = 1.0) -> IO[str]:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         waiting_since = None
         while True:
             for index in range(self.size):
-                handle = open(self.folder / f"slot-{index}.lock", "a+")  # noqa: SIM115 - held until release
+                fd = open_private(self.folder / f"slot-{index}.lock", os.O_RDWR | os.O_CREAT)
+                handle = open(fd, "a+")  # noqa: SIM115 - held until release
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -144,23 +165,28 @@ class LocalEngine(Engine):
         return mode
 
     def open_channel(self, spec: JobSpec) -> Channel:
+        for folder in (settings.work_dir(), settings.work_dir() / "runs"):  # also ones made before 0700
+            private_dir(folder)
         return LocalChannel(settings.work_dir() / "runs" / spec.name)
 
     def channel_for(self, handle: RunHandle) -> Channel:
         return LocalChannel(Path(handle["channel_dir"]))
 
-    def command(self, spec: JobSpec) -> list[str]:
-        """spark-submit's command line (``submit`` mode)."""
+    def command(self, spec: JobSpec, channel: LocalChannel) -> list[str]:
+        """spark-submit's command line (``submit`` mode): conf and application_args travel
+        in 0600 files of the channel folder, never on the command line."""
         section = self.validate_profile(spec.profile)
+        properties = local_connect.write_properties(channel.folder / "spark.properties", spec.spark_conf)
+        launcher = channel.folder / "launch.py"
+        write_private(launcher, LAUNCHER)
         cmd = [
             str(pyspark_home() / "bin" / "spark-submit"),
             "--master", f"local[{section['cores']}]",
             "--driver-memory", section["driver_memory"],
             "--name", spec.name,
+            "--properties-file", str(properties),
         ]  # fmt: skip
-        for key, value in spec.spark_conf.items():
-            cmd += ["--conf", f"{key}={value}"]
-        return [*cmd, str(spec.application), *spec.application_args]
+        return [*cmd, str(launcher), str(spec.application)]
 
     def server_spec(self, spec: JobSpec) -> local_connect.ServerSpec:
         """The Spark Connect server a job needs (``connect`` mode)."""
@@ -220,8 +246,10 @@ class LocalEngine(Engine):
                 cmd = self._connect_job(spec, server_spec, lease, env)
                 handle.update(session_file=str(lease.session_file), server_dir=str(lease.server.state_dir))
             else:
-                cmd = self.command(spec)
+                assert isinstance(channel, LocalChannel)
+                cmd = self.command(spec, channel)
             self.log.info("Running: %s", " ".join(redacted(cmd)))
+            self.log.info("Job arguments (from its context file): %s", redacted(spec.application_args))
             self.log.info("Job environment variables set by the task: %s", sorted(spec.env) or "none")
             proc = subprocess.Popen(  # an argument list: no shell ever sees templated values
                 cmd,
@@ -263,7 +291,7 @@ class LocalEngine(Engine):
                 CODE_VERSION_ENV: local_connect.code_version(spec.code_root),
             },
         )
-        return [sys.executable, str(spec.application), *spec.application_args]
+        return [sys.executable, "-c", LAUNCHER, str(spec.application)]
 
     def wait(self, handle: RunHandle) -> RunResult:
         proc = self._procs[handle["pid"]]
@@ -286,6 +314,10 @@ class LocalEngine(Engine):
             slot, lease = proc._spark_portable_hold  # type: ignore[attr-defined]
             if lease is not None:
                 lease.release()
+            if handle.get("session_file"):
+                # the runtime writes it with the default mode; its folder is 0700 meanwhile
+                with contextlib.suppress(OSError):
+                    os.chmod(handle["session_file"], 0o600)
             LocalSlots.release(slot)
             self._procs.pop(proc.pid, None)
         if proc.pid in self._cancelled:

@@ -10,7 +10,9 @@ A server is owned by a small supervisor process (``python -m ...local_connect se
 that starts the JVM, publishes where it listens, and stops it once no job has used it for
 ``local_connect_idle_timeout`` seconds. Its state lives in ``<work_dir>/connect/<key>/``:
 
-- ``server.json``: supervisor pid, port and auth token (mode 0600; absent = not running)
+- ``server.json``: supervisor pid, port and auth token (absent = not running)
+- ``spec.json``, ``spark.properties``: the server's settings; its Spark conf reaches
+  spark-submit as ``--properties-file``, never as ``--conf`` (``ps`` shows arguments)
 - ``server.log``: the supervisor's and the JVM's output
 - ``sessions/slot-N.lock`` + ``slot-N.session``: session slots. A job holds one slot
   (a flock; the kernel drops it when its holder dies) and uses the slot's Spark Connect
@@ -23,6 +25,9 @@ from disk when their session's daemon starts, so a slot's session is only reused
 of the same code version (``code_version``) and replaced otherwise. When a server is idle
 and has more worker daemons than slots, the supervisor stops them all and empties the
 slots, so daemons of replaced sessions do not pile up.
+
+Everything under the work dir is the task owner's only (files 0600, folders 0700): conf
+may hold credentials, and the token opens the server.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from pathlib import Path
 from typing import IO
 
 from airflow_spark_portable.redaction import redacted
+from airflow_spark_portable.runtime.transport import open_private, private_dir, write_private
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 _START_TIMEOUT_SECONDS = 180.0
@@ -119,8 +125,9 @@ class ServerSpec:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def command(self, port: int) -> list[str]:
-        conf = {
+    def server_conf(self, port: int) -> dict[str, str]:
+        """All of the server's Spark conf; it goes to a properties file, not the command line."""
+        return {
             **_SERVER_DEFAULTS,
             **self.conf,
             "spark.connect.grpc.binding.address": "127.0.0.1",
@@ -131,16 +138,42 @@ class ServerSpec:
             # Always on, whatever the profile says: a re-run must read what is there now.
             "spark.connect.session.planCache.enabled": "false",
         }
+
+    def command(self, properties_file: Path) -> list[str]:
         cmd = [
             str(Path(self.spark_home) / "bin" / "spark-submit"),
             "--class", SERVER_CLASS,
             "--master", f"local[{self.cores}]",
             "--driver-memory", self.driver_memory,
             "--name", f"airflow-spark-portable connect server {self.key}",
+            "--properties-file", str(properties_file),
         ]  # fmt: skip
-        for key, value in sorted(conf.items()):
-            cmd += ["--conf", f"{key}={value}"]
         return [*cmd, "spark-internal"]
+
+
+def _escape_property(text: str, key: bool) -> str:
+    """``text`` as java.util.Properties.load reads it back."""
+    out = []
+    for i, char in enumerate(text):
+        if char == "\\":
+            out.append("\\\\")
+        elif char in "\n\r\t\f":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}[char])
+        elif char in "=:#!" or (char == " " and (key or i == 0)):
+            out.append("\\" + char)
+        elif ord(char) > 126 or ord(char) < 32:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def write_properties(path: Path, conf: Mapping[str, str]) -> Path:
+    """Spark conf as a 0600 ``--properties-file``: conf on a command line is readable by
+    every local user (``ps``) for as long as the process lives."""
+    lines = [f"{_escape_property(k, True)}={_escape_property(str(v), False)}" for k, v in sorted(conf.items())]
+    write_private(path, "".join(line + "\n" for line in lines))
+    return path
 
 
 @dataclass(frozen=True)
@@ -197,7 +230,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    with open(path, "a+") as handle:
+    with open(open_private(path, os.O_RDWR | os.O_CREAT), "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -215,7 +248,7 @@ def _live_leases(state_dir: Path) -> int:
     live = 0
     for path in _slot_locks(state_dir):
         try:
-            with open(path, "a+") as handle:
+            with open(open_private(path, os.O_RDWR | os.O_CREAT), "a+") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             live += 1
@@ -229,7 +262,7 @@ def _take_slot(state_dir: Path) -> tuple[IO[str], Path]:
     folder = state_dir / "sessions"
     index = 0
     while True:
-        handle = open(folder / f"slot-{index}.lock", "a+")  # noqa: SIM115 - held until the job ends
+        handle = open(open_private(folder / f"slot-{index}.lock", os.O_RDWR | os.O_CREAT), "a+")  # noqa: SIM115 - held until the job ends
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -255,7 +288,8 @@ class ConnectServers:
 
     def lease(self, spec: ServerSpec, env: Mapping[str, str], log) -> Lease:
         state_dir = self.folder / spec.key
-        (state_dir / "sessions").mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
+        private_dir(state_dir / "sessions")
         with _locked(self.folder / f"{spec.key}.lock"):
             # The supervisor takes this lock before it stops an idle server, so a server
             # found alive here cannot stop before the slot below is taken.
@@ -268,16 +302,14 @@ class ConnectServers:
         return Lease(server, handle, session_file)
 
     def _start(self, spec: ServerSpec, state_dir: Path, env: Mapping[str, str], log) -> Server:
-        fd = os.open(state_dir / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # conf may hold keys
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(spec), out, indent=2)
+        write_private(state_dir / "spec.json", json.dumps(asdict(spec), indent=2))  # conf may hold keys
         log_path = state_dir / "server.log"
         log.info(
             "Starting a Spark Connect server (local[%s], %s; it stays up for %.0f s after its last job): log %s",
             spec.cores, spec.driver_memory, self.idle_timeout, log_path,
         )  # fmt: skip
         started = time.monotonic()
-        with open(log_path, "ab") as out:
+        with open(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as out:
             supervisor = subprocess.Popen(  # noqa: S603 - our own module, an argument list
                 [sys.executable, "-m", __name__, "serve", str(state_dir), str(self.idle_timeout)],
                 stdin=subprocess.DEVNULL,
@@ -357,9 +389,11 @@ def serve(state_dir: Path, idle_timeout: float) -> int:
         "PYTHONPATH": os.pathsep.join(p for p in (spec.code_root, os.environ.get("PYTHONPATH", "")) if p),
         "SPARK_CONNECT_AUTHENTICATE_TOKEN": token,  # env, not --conf: ps shows arguments
     }
-    _say(f"starting: {' '.join(redacted(spec.command(port)))}")
+    properties = write_properties(state_dir / "spark.properties", spec.server_conf(port))
+    command = spec.command(properties)
+    _say(f"starting: {' '.join(redacted(command))}")
     jvm = subprocess.Popen(  # noqa: S603
-        spec.command(port),
+        command,
         stdin=subprocess.DEVNULL,
         env=env,
         cwd=spec.code_root,
@@ -374,11 +408,8 @@ def serve(state_dir: Path, idle_timeout: float) -> int:
                 return 1
             time.sleep(0.2)
         info = state_dir / "server.json"
-        tmp = state_dir / f".server.json.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a secret
-        with os.fdopen(fd, "w") as out:
-            json.dump({"pid": os.getpid(), "jvm_pid": jvm.pid, "port": port, "token": token}, out)
-        os.replace(tmp, info)
+        # the token is a secret
+        write_private(info, json.dumps({"pid": os.getpid(), "jvm_pid": jvm.pid, "port": port, "token": token}))
         _say(f"ready on 127.0.0.1:{port} (JVM pid {jvm.pid})")
         idle_since = time.monotonic()
         while True:

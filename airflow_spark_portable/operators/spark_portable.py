@@ -18,6 +18,7 @@ from airflow_spark_portable.exceptions import SparkJobFailed, SparkPortableConfi
 from airflow_spark_portable.pipes import JobReport
 from airflow_spark_portable.profiles import Profiles, spark_conf_strings
 from airflow_spark_portable.project import find_project_root, profiles_path, resolve_application
+from airflow_spark_portable.redaction import mask, redact, secret_values
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
 
@@ -128,7 +129,8 @@ class SparkPortableOperator(BaseOperator):
         one (a DAG with ``render_template_as_native_obj=True``).
     :param conf: Spark conf for this task, on top of the profile's.
     :param profile: named size from ``profiles.yaml`` (default ``[spark_portable] default_profile``).
-    :param env: environment variables for the job (keys are logged, values never).
+    :param env: environment variables for the job (keys are logged, values never: they are
+        masked in logs and the Rendered Template view).
     :param crawl: partition key handed to the job as ``context.crawl``.
     :param domain: partition key handed to the job as ``context.domain``.
     :param partition: further partition keys.
@@ -210,6 +212,28 @@ class SparkPortableOperator(BaseOperator):
         self.poll_interval = poll_interval
         self._engine: Engine | None = None
         self._handle: RunHandle | None = None
+
+    def _do_render_template_fields(self, parent, template_fields, context, jinja_env, seen_oids) -> None:
+        # Airflow stores the rendered fields right after rendering: masked here, the values show
+        # as *** in the Rendered Template view, task logs and the supervisor's output. (This, not
+        # render_template_fields, is what a mapped task's unmapped operator is rendered by, 3.0-3.3.)
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self:
+            self._mask_secrets(self.conf, self.env, self.application_args)
+
+    @staticmethod
+    def _mask_secrets(conf: Any, env: Any, args: Any) -> None:
+        """Register the secrets among values that may not be checked yet (checks come later)."""
+        conf = conf if isinstance(conf, Mapping) else {}
+        env = env if isinstance(env, Mapping) else {}
+        args = args if isinstance(args, Sequence) and not isinstance(args, (str, bytes)) else []
+        mask(
+            secret_values(
+                conf={str(k): str(v) for k, v in conf.items() if isinstance(v, (str, int, float))},
+                env={str(k): str(v) for k, v in env.items() if isinstance(v, (str, int, float))},
+                args=[str(a) for a in args if isinstance(a, (str, int, float))],
+            )
+        )
 
     # -- building the spec -------------------------------------------------------------
 
@@ -318,6 +342,7 @@ class SparkPortableOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         engine_cls, spec = self.build_spec(context)
+        self._mask_secrets(spec.spark_conf, spec.env, spec.application_args)  # with the profile's conf
         engine = engine_cls(self.engine_options, self.log)
         self.log.info(
             "Running %s on engine=%s profile=%s as %s", spec.application.name, engine.name, spec.profile.name, spec.name
@@ -406,7 +431,7 @@ class SparkPortableOperator(BaseOperator):
         cost = self._estimate_cost(engine, handle)
         if not ok:
             raise SparkJobFailed(self._failure_text(result, report, meta))
-        metrics = dict(report.metrics)
+        metrics = redact(dict(report.metrics))  # a job that echoes a secret does not put it in XCom
         metrics[protocol.RESERVED_METRIC_KEY] = {
             "engine": meta["engine"],
             "profile": meta["profile"],

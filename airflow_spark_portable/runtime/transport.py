@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -18,6 +19,45 @@ class Transport(Protocol):
     def read_context(self) -> dict[str, Any]: ...
 
     def write_message(self, message: dict[str, Any]) -> None: ...
+
+
+def private_dir(path: Path | str) -> Path:
+    """``path`` and any folder created on the way to it, as 0700: local channels and server
+    state hold contexts, conf and tokens that other local users must not read."""
+    path = Path(path)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # another task made it first
+            pass
+    path = missing[0] if missing else path
+    try:
+        os.chmod(path, 0o700)  # also one an earlier version made with the default mode
+    except PermissionError:  # someone else's: leave it, opening files in it will tell
+        pass
+    return path
+
+
+def open_private(path: Path | str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """A file descriptor of ``path``, created 0600 (an existing file is made 0600 too)."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:  # mounts without modes (Databricks /Workspace): their ACLs apply
+        pass
+    return fd
+
+
+def write_private(path: Path | str, text: str) -> None:
+    """Replace ``path`` whole with ``text``, as a 0600 file (written aside, then renamed)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with os.fdopen(open_private(tmp), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 class FileTransport:
@@ -39,9 +79,7 @@ class FileTransport:
     def write_message(self, message: dict[str, Any]) -> None:
         if self.messages_path.endswith("/"):
             path = message_key(self.messages_path, int(message["seq"]))
-            with open(path + ".tmp", "w", encoding="utf-8") as fh:
-                json.dump(message, fh, separators=(",", ":"), default=str)
-            os.replace(path + ".tmp", path)
+            write_private(path, json.dumps(message, separators=(",", ":"), default=str))
             return
         line = json.dumps(message, separators=(",", ":"), default=str) + "\n"
         # One write() of an O_APPEND fd keeps lines whole even with concurrent writers.
