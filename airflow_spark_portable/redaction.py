@@ -67,6 +67,18 @@ def secret_args(args: Iterable[str]) -> list[str]:
     return [secret for _, secret in _scan(args) if secret]
 
 
+def refuse_secret_args(args: list[str], where: str) -> None:
+    """Remote engines pass application_args where their console shows them: refuse secret ones."""
+    if secret_args(args):
+        refuse(
+            redacted(args),
+            f"secret values among the job's arguments would be visible in {where}",
+            "let the job read the secret at run time (AWS Secrets Manager, Databricks secret scopes), "
+            "or run it on the local engine",
+            kind="application_args",
+        )
+
+
 def secret_values(
     conf: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None, args: Iterable[str] = ()
 ) -> list[str]:
@@ -117,12 +129,13 @@ def _redact_leaves(value, airflow_redact):
     return value
 
 
-def refuse(keys: list[str], what: str, fix: str) -> None:
-    """Raise the ``SECRET_CONF`` error for credential conf keys an engine cannot pass safely."""
+def refuse(keys: list[str], what: str, fix: str, kind: str = "conf") -> None:
+    """Raise the ``SECRET_CONF`` error for credential conf keys (or, ``kind="application_args"``,
+    the redacted arguments) an engine cannot pass safely. Never names a value."""
     if not keys:
         return
     from airflow_spark_portable.exceptions import SparkPortableConfigError
 
-    error = SparkPortableConfigError(f"[{SECRET_CONF}] conf {keys}: {what}; {fix}")
+    error = SparkPortableConfigError(f"[{SECRET_CONF}] {kind} {keys}: {what}; {fix}")
     error.code = SECRET_CONF  # type: ignore[attr-defined]
     raise error

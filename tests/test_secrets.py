@@ -83,13 +83,13 @@ def _context(engine: str) -> JobContext:
     return JobContext(engine=engine, profile="p", run=RunIdentity(dag_id="d", task_id="t", run_id="r"))
 
 
-def _spec(engine: str, conf: dict[str, str]) -> JobSpec:
+def _spec(engine: str, conf: dict[str, str], args: list[str] | None = None) -> JobSpec:
     context = _context(engine)
     return JobSpec(
         name=run_name(context),
         application=Path("/project/jobs/job.py"),
         code_root=Path("/project"),
-        application_args=[],
+        application_args=args or [],
         spark_conf=conf,
         profile=Profiles.from_dict({"profiles": {"p": {}}}, "x").get("p"),
         env={},
@@ -120,6 +120,24 @@ def test_databricks_run_settings_refuse_every_credential_key(key, compute):
     if compute == "new_cluster":  # a secret reference is resolved by Databricks: it may travel
         reference = {key: "{{secrets/scope/name}}"}
         assert engine._checked_conf(_spec("databricks", reference), section) == (reference, {})
+
+
+@pytest.mark.parametrize("args", [["--api-token", "canary-value"], ["--db-password=canary-value"], ["--x", "1", "--secret-key", "canary-value"]])
+def test_remote_engines_refuse_secret_application_args(args):
+    emr = EmrEngine({"aws_conn_id": None})
+    section = {"python": "python3", "deploy_mode": "cluster"}
+    channel = S3Channel("s3://bucket/runs/x", aws_conn_id=None)
+    with pytest.raises(Exception) as info:
+        emr.step(_spec("emr", {}, args), section, "s3://b/app.py", "s3://b/code.zip", channel)
+    assert info.value.code == SECRET_CONF and "application_args" in str(info.value)
+    assert "canary-value" not in str(info.value) and "***" in str(info.value)
+    # Databricks refuses before it uploads anything or builds the request
+    with pytest.raises(Exception) as info:
+        DatabricksEngine({}).payload(_spec("databricks", {}, args), {"new_cluster": {"num_workers": 1}}, channel)
+    assert info.value.code == SECRET_CONF and "canary-value" not in str(info.value)
+    # plain arguments still travel
+    assert "--verbose" in emr.step(_spec("emr", {}, ["--verbose"]), section, "s3://b/app.py", "s3://b/code.zip",
+                                   channel)["HadoopJarStep"]["Args"]
 
 
 # -- a local job with a secret in every place a task can hold one ---------------------

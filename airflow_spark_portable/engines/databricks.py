@@ -51,7 +51,7 @@ from airflow_spark_portable.engines.base import (
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
-from airflow_spark_portable.redaction import refuse, sensitive_keys
+from airflow_spark_portable.redaction import refuse, refuse_secret_args, sensitive_keys
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.context import JobContext
 
@@ -324,6 +324,7 @@ class DatabricksEngine(Engine):
                 "visible in the run's settings: use {{secrets/scope/key}} references as values, or pass "
                 "plain values in extras"
             )
+        refuse_secret_args(spec.application_args, "the run's task parameters")
         cluster_conf, session_conf = self._checked_conf(spec, section)
         workspace = Workspace(self._hook())
         root = section["workspace_root"]

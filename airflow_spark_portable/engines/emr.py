@@ -45,7 +45,7 @@ from airflow_spark_portable.engines.base import (
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
-from airflow_spark_portable.redaction import refuse, sensitive_keys
+from airflow_spark_portable.redaction import refuse, refuse_secret_args, sensitive_keys
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -227,6 +227,7 @@ class EmrEngine(Engine):
             "give the cluster an instance profile (S3), an EMR security configuration, or let the job read "
             "the credential from AWS Secrets Manager at run time (Azure, GCS, JDBC keys)",
         )
+        refuse_secret_args(spec.application_args, "the EMR step's arguments")
         args = ["spark-submit", "--deploy-mode", section["deploy_mode"], "--name", spec.name, "--py-files", code_uri]
         for key, value in sorted(conf.items()):
             args += ["--conf", f"{key}={value}"]
