@@ -219,13 +219,23 @@ def _states_html(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def write(report: Mapping[str, Any], folder: Path, title: str) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
+def write(report: Mapping[str, Any], folder: Path, title: str, private: bool = False) -> dict[str, str]:
+    """report.json, .md and .html in ``folder``; ``private``: owner-only (the worker's work dir
+    is, since other files there hold conf and tokens)."""
+    from airflow_spark_portable.runtime.transport import private_dir, write_private
+
+    if private:
+        private_dir(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "report.json", "markdown": folder / "report.md", "html": folder / "report.html"}
     for kind, path in paths.items():
         text = {"json": lambda: json.dumps(report, indent=2), "markdown": lambda: to_markdown(report)}.get(
             kind, lambda: to_html(report, title)
         )()
+        if private:
+            write_private(path, text)  # written aside and renamed, like below
+            continue
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)  # a reader never sees half a report

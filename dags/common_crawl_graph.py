@@ -326,8 +326,9 @@ with DAG(
         root = str(params["output_root"])
         safe_run = re.sub(r"[^A-Za-z0-9._=-]+", "_", context["run_id"])
         # a remote root, or a relative one plan refused: the report stays in the worker's work dir
-        base = Path(root) if root.startswith("/") else settings.work_dir() / "reports"
-        paths = report.write(result, base / "_reports" / safe_run, f"{DAG_ID} {context['run_id']}")
+        local = root.startswith("/")
+        base = Path(root) if local else settings.work_dir() / "reports"
+        paths = report.write(result, base / "_reports" / safe_run, f"{DAG_ID} {context['run_id']}", private=not local)
         print(report.to_markdown(result))
         print(f"Report: {paths['html']}")
         return {"totals": result["totals"], "tasks": result["tasks"], "problems": result["problems"], "files": paths}

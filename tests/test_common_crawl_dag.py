@@ -331,6 +331,7 @@ def test_a_relative_output_root_is_refused_and_nothing_is_written_relative_to_th
     assert not (ROOT / relative).exists() and not Path(relative).exists()
     reports = list((work_dir / "reports" / "_reports").glob("*/report.json"))
     assert any("plan: failed" in json.loads(r.read_text())["problems"] for r in reports)
+    assert all(r.stat().st_mode & 0o077 == 0 for r in reports)  # the work dir is owner-only
 
 
 def test_a_misspelt_conf_key_fails_the_plan(dag_runner, tmp_path):
