@@ -1,4 +1,4 @@
-"""The URL semantics of CONTRACT.md section 5, case by case."""
+"""The URL semantics of docs/pipeline.md, case by case."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_host_and_domain_come_back_with_the_url():
     )
 
 
-# The link rules of an HTML attribute value (CONTRACT.md section 5), one test per rule. Each
+# The link rules of an HTML attribute value (docs/pipeline.md), one test per rule. Each
 # case goes through both public paths: PageLinks (the hot loop) and normalize_url.
 def _resolved(link, base=BASE):
     from jobs.common.urls import PageLinks

@@ -1,4 +1,4 @@
-"""Edge extraction on hand-made WAT records: every rule of CONTRACT.md section 5."""
+"""Edge extraction on hand-made WAT records: every rule of docs/pipeline.md, "Semantics"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""URL semantics of the inter-firm graph (CONTRACT.md section 5), in one place.
+"""URL semantics of the inter-firm graph (docs/pipeline.md, "Semantics"), in one place.
 
 * registered domain: the Public Suffix List's registrable domain, ICANN section only,
   lower case, offline (the list ships inside the ``publicsuffixlist`` wheel); IP
