@@ -31,7 +31,7 @@ import pendulum
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
 from airflow_spark_portable.engines import ENGINE_NAMES
-from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
+from airflow_spark_portable.operators.spark_portable import SparkPortableOperator, is_absolute_location
 
 # The core class, not airflow.sdk's: in Airflow 3.3.2 the SDK EventsTimetable fails to
 # serialize (the scheduler side expects a "_summary" key it does not write).
@@ -85,7 +85,7 @@ def plan_pairs(
             raise ValueError(f"param 'engines': {step} = {value!r}; use one of {', '.join(ENGINE_NAMES)}")
     for name in ROOT_PARAMS:
         root = str(params[name])
-        if "://" not in root and not root.startswith("/"):
+        if not is_absolute_location(root):  # the operator's rule: dbfs:/ and s3:// are fine
             raise ValueError(
                 f"param {name!r} = {root!r} is a relative path (relative to what the worker happens to run "
                 "in): give an absolute folder or a URI such as s3://bucket/prefix"

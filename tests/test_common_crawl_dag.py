@@ -164,6 +164,11 @@ def test_plan_refuses_relative_roots(module, root):
         module.plan_pairs(params, ["CC-MAIN-2024-10"], 1024)
 
 
+def test_plan_takes_the_uri_forms_the_operator_takes(module):
+    params = _params(output_root="dbfs:/mnt/graph", cc_root="s3://commoncrawl/")
+    assert module.plan_pairs(params, ["CC-MAIN-2024-10"], 1024)  # dbfs:/ has no "//" and is no relative path
+
+
 def test_plan_refuses_conf_keys_that_are_not_params(module, dag):
     params = dag.params.dump()
     module.check_conf_keys({"crawls": ["CC-MAIN-2024-10"], "max_failed_files": 1}, params)

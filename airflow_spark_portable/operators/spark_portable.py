@@ -52,6 +52,12 @@ _NATIVE_HINT = "; a template renders to a list or dict only on a DAG with render
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://, https://, file:///, dbfs:/, ...
 
 
+def is_absolute_location(text: str) -> bool:
+    """An absolute folder or a URI (``s3://``, ``dbfs:/``, ``file:///``...): not relative to
+    whatever folder a worker or job happens to run in."""
+    return text.startswith("/") or bool(_URI.match(text))
+
+
 def _got(value: Any, native_hint: bool) -> str:
     hint = _NATIVE_HINT if native_hint and isinstance(value, str) else ""
     return f"got the {type(value).__name__} {value!r}{hint}"
@@ -94,7 +100,7 @@ def _check_locations(output_root: Any, inputs: Any, rendered: bool) -> None:
         if not rendered and (_is_deferred(value) or not isinstance(value, (str, os.PathLike))):
             continue  # checked once rendered
         text = str(value)
-        if not (text.startswith("/") or _URI.match(text)):
+        if not is_absolute_location(text):
             raise SparkPortableConfigError(
                 f"{name}={text!r} is a relative path; give an absolute folder or a URI (s3://..., "
                 "https://..., file:///..., dbfs:/...)"
