@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from airflow_spark_portable.report import task_label
-from conftest import AIRFLOW_BIN, ROOT, cli_json
+from conftest import AIRFLOW_BIN, ROOT, TEST_JOBS, cli_json
 
 pytestmark = pytest.mark.spark
 
@@ -31,8 +31,11 @@ def _free_port() -> int:
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    DAEMONS = ("api-server", "scheduler", "dag-processor")
+
+    def __init__(self, tmp: Path, daemons: tuple[str, ...] = DAEMONS) -> None:
         self.tmp = tmp
+        self.daemons = daemons
         port = _free_port()
         dags = tmp / "dags"
         (dags / "data").mkdir(parents=True)
@@ -68,7 +71,7 @@ class Stack:
 
     def start(self) -> None:
         self.airflow("db", "migrate")
-        for name in ("api-server", "scheduler", "dag-processor"):
+        for name in self.daemons:
             log = open(self.tmp / f"{name}.log", "w")
             self.procs[name] = subprocess.Popen(
                 [AIRFLOW_BIN, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -93,12 +96,17 @@ class Stack:
         for folder in (self.tmp / "work").glob("**/connect"):
             ConnectServers(folder, 0).stop_all()
 
-    def runs(self) -> dict[str, str]:
-        return {r["run_id"]: r["state"] for r in cli_json(self.airflow("dags", "list-runs", "common_crawl_graph",
-                                                                        "--output", "json"))}
+    def wait_for_dag(self, dag_id: str) -> None:
+        deadline = time.monotonic() + 180
+        while dag_id not in self.airflow("dags", "list", "--output", "json"):
+            assert time.monotonic() < deadline, f"the dag-processor never parsed {dag_id}" + self.logs()
+            time.sleep(3)
 
-    def task_states(self, run_id: str) -> dict[str, str]:
-        rows = cli_json(self.airflow("tasks", "states-for-dag-run", "common_crawl_graph", run_id, "--output", "json"))
+    def runs(self, dag_id: str = "common_crawl_graph") -> dict[str, str]:
+        return {r["run_id"]: r["state"] for r in cli_json(self.airflow("dags", "list-runs", dag_id, "--output", "json"))}
+
+    def task_states(self, run_id: str, dag_id: str = "common_crawl_graph") -> dict[str, str]:
+        rows = cli_json(self.airflow("tasks", "states-for-dag-run", dag_id, run_id, "--output", "json"))
         # map_index is "" for unmapped instances, and absent when the run has no mapped ones
         return {task_label(r["task_id"], int(r.get("map_index") or -1)): r["state"] for r in rows}
 
@@ -113,10 +121,7 @@ def stack(tmp_path):
 
 @pytest.mark.timeout(1200)
 def test_failed_steps_fail_the_run_under_the_scheduler(stack):
-    deadline = time.monotonic() + 180
-    while "common_crawl_graph" not in stack.airflow("dags", "list", "--output", "json"):
-        assert time.monotonic() < deadline, "the dag-processor never parsed the DAG" + stack.logs()
-        time.sleep(3)
+    stack.wait_for_dag("common_crawl_graph")
     stack.airflow("dags", "unpause", "common_crawl_graph")
     triggers = {
         "plan_fails": {"domains": ["textiles"]},  # no seed list
@@ -152,3 +157,52 @@ def test_failed_steps_fail_the_run_under_the_scheduler(stack):
     assert "plan: failed" in json.loads((stack.out / "_reports" / "plan_fails" / "report.json").read_text())["problems"]
     assert json.loads((stack.out / "_reports" / "all_good" / "report.json").read_text())["problems"] == []
     assert (stack.out / "graph_aggr" / "crawl=CC-MAIN-2024-10" / "domain=steel" / "_SUCCESS").exists()
+
+
+TIMEOUT_DAG = """
+from datetime import timedelta
+import pendulum
+from airflow.sdk import DAG
+from airflow_spark_portable.operators.spark_portable import SparkPortableOperator
+
+with DAG("dbx_timeout", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
+    SparkPortableOperator(
+        task_id="job", engine="databricks", application=%r, deferrable=True, poll_interval=2,
+        execution_timeout=timedelta(seconds=20), retries=0,
+    )
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_deferred_task_that_times_out_cancels_its_remote_run(tmp_path):
+    """The execution_timeout of a deferred task ends it through the scheduler and the
+    triggerer (a path `dags test` never takes): the run on the engine is cancelled too."""
+    from harness.databricks_api import FakeDatabricks
+    from test_databricks_engine import _project
+
+    databricks = FakeDatabricks(tmp_path / "databricks").start()
+    databricks.hold = True  # the run goes on and on
+    stack = Stack(tmp_path / "stack", daemons=(*Stack.DAEMONS, "triggerer"))
+    try:
+        (stack.tmp / "dags" / "dbx_timeout.py").write_text(TIMEOUT_DAG % str(TEST_JOBS / "probe_job.py"))
+        conn = {"conn_type": "databricks", "host": databricks.host, "port": databricks.port, "schema": "http",
+                "password": "dapi-test-token"}
+        stack.env.update(
+            AIRFLOW_CONN_DATABRICKS_DEFAULT=json.dumps(conn),
+            AIRFLOW__SPARK_PORTABLE__PROJECT_ROOT=str(_project(tmp_path)),
+            AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="2",
+        )
+        stack.start()
+        stack.wait_for_dag("dbx_timeout")
+        stack.airflow("dags", "unpause", "dbx_timeout")
+        stack.airflow("dags", "trigger", "dbx_timeout", "--run-id", "times_out")
+        deadline = time.monotonic() + 300
+        while stack.runs("dbx_timeout").get("times_out") not in ("success", "failed"):
+            assert time.monotonic() < deadline, "the run did not end" + stack.logs()
+            time.sleep(3)
+        assert stack.task_states("times_out", "dbx_timeout") == {"job": "failed"}, stack.logs()
+        (run,) = databricks.runs()
+        assert run.cancelled, stack.logs()
+    finally:
+        stack.stop()
+        databricks.stop()

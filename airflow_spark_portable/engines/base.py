@@ -7,6 +7,7 @@ The operator calls, in order::
     handle = engine.find_active_run(spec)     # a retry reattaches instead of re-submitting
           or engine.submit(spec, channel)
     engine.trigger(handle)  -> defer          # remote engines, when deferrable
+    engine.poll(handle)     -> RunResult | None   # on resuming: has it really ended?
     engine.wait(handle)     -> RunResult      # otherwise (and the local engine always)
     engine.links(handle)                      # console URLs -> the task's extra links
     engine.fetch_logs(handle, succeeded)      # remote stdout/stderr into the task log
@@ -120,8 +121,10 @@ class Engine(ABC):
         """A trigger that fires when the run ends, or None if this engine cannot defer."""
         return None
 
-    def result_from_event(self, handle: RunHandle, event: Mapping[str, Any]) -> RunResult:
-        """Turn the trigger's event into a result (remote engines override)."""
+    def poll(self, handle: RunHandle) -> RunResult | None:
+        """The run's result if it has ended, None while it is still live (queued, running or
+        being cancelled). Engines that defer implement it: a resumed task asks the run itself,
+        because a trigger can stop waiting (an error, a lost triggerer) while the run goes on."""
         raise NotImplementedError(f"engine {self.name!r} does not defer")
 
     @abstractmethod

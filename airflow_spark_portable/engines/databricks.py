@@ -451,10 +451,11 @@ class DatabricksEngine(Engine):
 
     def wait(self, handle: RunHandle) -> RunResult:
         interval = float(self.options.get("poll_interval_seconds", 30))
-        hook = self._hook()
-        while not hook.get_run_state(handle["run_id"]).is_terminal:
+        while True:
+            result = self.poll(handle)
+            if result is not None:
+                return result
             time.sleep(interval)
-        return self._result(handle)
 
     def trigger(self, handle: RunHandle, poll_interval: float) -> BaseTrigger | None:
         from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
@@ -466,8 +467,17 @@ class DatabricksEngine(Engine):
             run_page_url=handle.get("run_page_url"),
         )
 
-    def result_from_event(self, handle: RunHandle, event) -> RunResult:
-        return self._result(handle)  # the run itself says how it ended, with its error text
+    def poll(self, handle: RunHandle) -> RunResult | None:
+        """None while the run is pending, queued, running or terminating; then how it ended
+        (the run itself, with its error text)."""
+        from airflow.providers.databricks.hooks.databricks import RunState
+
+        if handle["run_id"] not in self._ended:
+            run = self._hook().get_run(handle["run_id"])
+            if not RunState(**run["state"]).is_terminal:
+                return None
+            self._ended[handle["run_id"]] = run
+        return self._result(handle)
 
     # -- cancelling, logs, links ---------------------------------------------------------
 

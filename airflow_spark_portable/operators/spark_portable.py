@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_TAIL_LINES = 20
+# How often a resumed task goes back to waiting when the trigger stopped but the run goes on.
+MAX_REWAITS = 3
+# next_method of a task the scheduler resumes only to fail it: its trigger timed out or crashed
+_TRIGGER_FAILED = "__fail__"
 
 
 def _is_template(value: Any) -> bool:
@@ -374,15 +378,54 @@ class SparkPortableOperator(BaseOperator):
         if self.deferrable:
             trigger = engine.trigger(handle, self.poll_interval)
             if trigger is not None:
-                from airflow_spark_portable.triggers import EngineRunTrigger
-
                 self.log.info("Deferring: the worker slot is free while %s runs the job", engine.name)
-                self.defer(
-                    trigger=EngineRunTrigger.wrap(trigger, handle, meta),
-                    method_name="execute_complete",
-                    kwargs={"handle": handle, "meta": meta},
-                )
-        return self._finish(engine, handle, engine.wait(handle), meta, context)
+                self._defer(trigger, handle, meta)
+        try:
+            result = engine.wait(handle)
+        except Exception as exc:
+            self._cancel_after(engine, handle, f"waiting for it failed ({type(exc).__name__}: {exc})")
+            raise
+        return self._finish(engine, handle, result, meta, context)
+
+    def _defer(self, trigger, handle: RunHandle, meta: dict[str, Any]) -> None:
+        from datetime import timedelta
+
+        from airflow_spark_portable.triggers import EngineRunTrigger
+
+        timeout = None
+        if self.execution_timeout is not None:  # Airflow 3 does not apply it to a deferral itself
+            left = self.execution_timeout.total_seconds() - (time.time() - meta["started"])
+            timeout = timedelta(seconds=max(1.0, left))
+        self.defer(
+            trigger=EngineRunTrigger.wrap(trigger, handle, meta),
+            method_name="execute_complete",
+            kwargs={"handle": handle, "meta": meta},
+            timeout=timeout,
+        )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context):
+        """A deferral that timed out (execution_timeout) or whose trigger crashed comes back
+        only to fail, without the run's handle: find the run by its name and cancel it first."""
+        if next_method == _TRIGGER_FAILED:
+            try:
+                engine_cls, spec = self.build_spec(context)
+                engine = engine_cls(self.engine_options, self.log)
+                handle = engine.find_active_run(spec)
+                if handle is not None:
+                    error = (next_kwargs or {}).get("error", "the trigger failed")
+                    self._cancel_after(engine, handle, f"the deferral ended without the run ({error})")
+            except Exception as exc:
+                self.log.error("Could not look for the remote run to cancel it: %s. Check the engine's console", exc)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _cancel_after(self, engine: Engine, handle: RunHandle, why: str) -> None:
+        """The task is about to fail while the remote run may still be live: cancel it, so
+        it neither keeps billing nor races a retry into the same partition."""
+        self.log.error("Cancelling the %s run %s before failing: %s", engine.name, handle, why)
+        try:
+            engine.cancel(handle)
+        except Exception as exc:
+            self.log.error("Could not cancel the %s run %s: %s. Cancel it in the console", engine.name, handle, exc)
 
     def execute_complete(
         self,
@@ -396,7 +439,27 @@ class SparkPortableOperator(BaseOperator):
         meta = meta or event["meta"]
         engine = get_engine_class(handle["engine"])(self.engine_options, self.log)
         self._engine, self._handle = engine, handle
-        return self._finish(engine, handle, engine.result_from_event(handle, event.get("event") or {}), meta, context)
+        # The trigger's event is not the verdict: a trigger that failed (throttling, a lost
+        # connection, a provider bug) also fires. The run itself says whether it has ended.
+        inner = event.get("event") or {}
+        try:
+            result = engine.poll(handle)
+        except Exception as exc:
+            self._cancel_after(engine, handle, f"its state could not be read ({type(exc).__name__}: {exc})")
+            raise
+        if result is None:
+            why = f"the trigger stopped waiting ({inner.get('status', '?')}: {inner.get('message', '')}) but the run is still live"
+            rewaits = int(meta.get("rewaits", 0))
+            trigger = engine.trigger(handle, self.poll_interval)
+            if rewaits < MAX_REWAITS and trigger is not None:
+                self.log.warning("%s: waiting again (%d of %d)", why, rewaits + 1, MAX_REWAITS)
+                self._defer(trigger, handle, {**meta, "rewaits": rewaits + 1})
+            self._cancel_after(engine, handle, f"{why}, {MAX_REWAITS} times")
+            raise SparkJobFailed(
+                f"job {meta['application']}: {why}, {MAX_REWAITS} times in a row; the run was cancelled "
+                "so it does not run on unwatched. Check the triggerer's log and the engine's API access"
+            )
+        return self._finish(engine, handle, result, meta, context)
 
     def _push_links(self, context: Context, engine: Engine, handle: RunHandle) -> None:
         """Console URLs of the run, as extra links (visible while it runs) and in the log."""

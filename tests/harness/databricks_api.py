@@ -57,7 +57,12 @@ from airflow_spark_portable.engines.local import pyspark_home
 LOG_LIMIT = 5 * 1024 * 1024  # get-output returns the last 5 MB of the logs
 ACTIVE = ("PENDING", "QUEUED", "RUNNING", "TERMINATING", "BLOCKED")
 WORKSPACE_DIRS = ("/Workspace/", "/Users/", "/Shared/")  # the paths a run can read (the FUSE mount)
-STATUS = {"UNAUTHENTICATED": 401, "RESOURCE_DOES_NOT_EXIST": 404, "ENDPOINT_NOT_FOUND": 404}  # others: 400
+STATUS = {  # others: 400
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_DOES_NOT_EXIST": 404,
+    "ENDPOINT_NOT_FOUND": 404,
+}
 VERSIONS = {"jobs": ("2.1", "2.2"), "workspace": ("2.0",)}
 ROUTES = {  # (method, path after /api/<version>/) -> (the SDK method whose parameters it takes, handler)
     ("POST", "jobs/runs/submit"): (JobsAPI.submit, "_submit"),
@@ -222,6 +227,7 @@ class FakeDatabricks:
         self.root, self.token = Path(root), token
         self.host, self.port, self.url = "127.0.0.1", 0, ""
         self.hold = False  # when True, new runs stay RUNNING and are not executed
+        self.denied: set[str] = set()  # endpoints ("jobs/runs/get") answered 403 PERMISSION_DENIED
         self.requests_seen: list[tuple[str, str]] = []
         self._runs: dict[int, FakeRun] = {}
         self._task_runs: dict[int, FakeRun] = {}  # task run id -> its (single-task) run
@@ -285,6 +291,8 @@ class FakeDatabricks:
             route = ROUTES.get((method, endpoint))
             if not route or version not in VERSIONS[endpoint.partition("/")[0]]:
                 raise ApiError("ENDPOINT_NOT_FOUND", f"No API found for '{method} {url.path}'")
+            if endpoint in self.denied:  # e.g. a grant revoked while the run goes on
+                raise ApiError("PERMISSION_DENIED", f"User does not have permission to call {endpoint}")
             if method == "GET":
                 args = _query_args(url.query, route[0])
                 if body:  # the provider's async hook sends GET arguments as a JSON body
