@@ -12,6 +12,7 @@ them in its metrics (``files_failed``, ``failed_files``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -120,6 +121,7 @@ def extract_edges(node_domains, errors_per_task=FAILED_FILES_SHOWN):
 
 class Edges(CrawlJob):
     step = "edges"
+    python_inputs = ("cc",)  # the listing and the WAT files
 
     def build(self):
         ctx = self.job.context
@@ -138,15 +140,17 @@ class Edges(CrawlJob):
         rows = files.mapInArrow(extract_edges(domains, math.ceil(FAILED_FILES_SHOWN / tasks)), SCHEMA)
         stats = Observation("wat")
         failed_file = F.when(F.col("error").isNotNull(), F.struct("idx", "path", "error"))
+        # the failed files as JSON text: Spark 3.5's Observation.get hands a collected list on as
+        # a py4j object, not as Python rows
         observed = rows.observe(stats, *[F.sum(c).alias(c) for c in STAT_COLUMNS],
-                                F.collect_list(failed_file).alias("failed_files"))
+                                F.to_json(F.collect_list(failed_file)).alias("failed_files"))
         edges = observed.where(F.col("kind") == "edge").select(*EDGE_COLUMNS).dropDuplicates(["src_url", "dst_url"])
         totals: dict = {}
 
         def vet() -> None:  # runs after the edges are staged, before they replace the partition
             got = stats.get
             totals.update({c: int(got.get(c) or 0) for c in STAT_COLUMNS})
-            named = sorted(got.get("failed_files") or [], key=lambda f: f["idx"])[:FAILED_FILES_SHOWN]
+            named = sorted(json.loads(got.get("failed_files") or "[]"), key=lambda f: f["idx"])[:FAILED_FILES_SHOWN]
             totals["failed_files"] = [{"path": f["path"], "error": f["error"]} for f in named]
             ok, failed = totals["files_ok"], totals["files_failed"]
             if ok + failed != len(paths):  # every listed file is either read or failed

@@ -5,7 +5,7 @@
 #   spark/  pyspark 3.5.2 + py4j (pip --target): SPARK_HOME=.cluster/spark/pyspark, and the
 #           folder to put on the Python path for pyspark (EMR's /usr/lib/spark/python)
 #   venv/   Python 3.9 with pyspark 3.5.2, the jobs' requirements and the test tools, for the
-#           cluster-side unit tests
+#           cluster-side tests (tests/cluster: .cluster/venv/bin/python -m pytest tests/cluster)
 # All pinned by constraints/cluster-py3.9.txt. `cluster_env.sh node` builds node/ and spark/
 # only. Re-running is cheap: nothing happens if nothing changed.
 set -euo pipefail
@@ -27,6 +27,9 @@ fi
 constraints=constraints/cluster-py3.9.txt
 pip=(--quiet --disable-pip-version-check --constraint "$constraints")
 mkdir -p .cluster
+# one build at a time (test runs and the EMR test harness call this concurrently)
+exec 9>.cluster/.build.lock
+flock 9
 
 node_stamp=".cluster/.node-$(cat "$0" "$constraints" | sha256sum | cut -c1-16)"
 if [ ! -f "$node_stamp" ]; then
@@ -43,6 +46,7 @@ if [ ! -f "$venv_stamp" ]; then
   echo "Building .cluster/venv (Python 3.9: the cluster-side tests)..." >&2
   rm -rf .cluster/venv .cluster/.venv-*
   "$py39" -m venv .cluster/venv
-  .cluster/venv/bin/python -m pip install "${pip[@]}" pyspark -r jobs/requirements.txt boto3 'moto[s3,server]' pytest
+  .cluster/venv/bin/python -m pip install "${pip[@]}" pyspark -r jobs/requirements.txt boto3 'moto[s3,server]' \
+    pytest pytest-timeout psutil
   touch "$venv_stamp"
 fi

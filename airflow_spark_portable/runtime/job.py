@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
-from airflow_spark_portable.runtime.transport import Transport, open_transport
+from airflow_spark_portable.runtime.transport import MissingClientError, Transport, open_transport, write_private
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -77,9 +77,8 @@ def _lent_session(remote: str, session_file: Path) -> SparkSession:
         session_id = previous.get("session_id") if attempt == 1 and previous.get("code_version") == code else None
         if not session_id:
             session_id = str(uuid.uuid4())
-            tmp = session_file.with_name(f".{session_file.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"session_id": session_id, "code_version": code}))
-            os.replace(tmp, session_file)  # the engine reads it to interrupt a killed job
+            # written aside and renamed, 0600: the engine reads it to interrupt a killed job
+            write_private(session_file, json.dumps({"session_id": session_id, "code_version": code}))
         url = f"{remote.rstrip('/')}/;session_id={session_id}"
         spark = SparkSession.builder.remote(url).create()
         try:
@@ -294,7 +293,11 @@ def open_job(argv: list[str] | None = None) -> Iterator[Job]:
         transport: Transport = _StderrTransport()
         context = _standalone_context(argv)
     else:
-        transport = open_transport(*found)
+        try:
+            transport = open_transport(*found)
+        except MissingClientError as exc:  # no message can be sent: stderr and the exit code say it
+            print(exc, file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         context = JobContext.from_dict(transport.read_context())
         _exit_when_orphaned()
     job = Job(context, transport)
@@ -313,7 +316,8 @@ def open_job(argv: list[str] | None = None) -> Iterator[Job]:
             protocol.FAILED,
             error_type=type(exc).__name__,
             message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            # the three-argument form: Python 3.9 (EMR 7.x's python3) has no one-argument one
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         )
         raise
     else:

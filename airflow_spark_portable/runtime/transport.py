@@ -10,9 +10,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
+
+
+class MissingClientError(ModuleNotFoundError):
+    """A job needs a client library this Python does not have (boto3, for S3)."""
+
+
+def require_boto3():
+    """The ``boto3`` module, or MissingClientError saying how to get it onto the cluster: AWS
+    does not document boto3 as installed on EMR nodes."""
+    try:
+        import boto3
+    except ImportError:
+        raise MissingClientError(
+            f"boto3 is not installed for {sys.executable} on this cluster: add a bootstrap action that runs "
+            "`sudo python3 -m pip install boto3` (transient clusters made by engine emr install it themselves), "
+            "or set emr.python to an interpreter that has it",
+            name="boto3",
+        ) from None
+    return boto3
 
 
 class Transport(Protocol):
@@ -97,9 +117,7 @@ class S3Transport:
     written, is never lost. Credentials are the cluster's (instance profile / env), via boto3."""
 
     def __init__(self, context_uri: str, messages_uri: str) -> None:
-        import boto3  # on every EMR node; only jobs that use S3 channels need it
-
-        self._s3 = boto3.client("s3")
+        self._s3 = require_boto3().client("s3")  # only jobs that use S3 channels need it
         self.context = _bucket_key(context_uri)
         bucket, prefix = _bucket_key(messages_uri)
         self.messages = (bucket, prefix.rstrip("/") + "/")

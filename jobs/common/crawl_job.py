@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_spark_portable.runtime import Job, SparkJob
+from jobs.common.inputs import require_client
 
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 STEPS = ("nodes", "edges", "graph", "graph_aggr")
@@ -43,6 +44,9 @@ STEPS = ("nodes", "edges", "graph", "graph_aggr")
 
 class CrawlJob(SparkJob):
     step: str = ""
+    # inputs this step reads with Python clients (jobs.common.inputs), on the driver and the
+    # executors, rather than through Spark's file systems
+    python_inputs: tuple[str, ...] = ()
 
     def run(self, job: Job) -> dict[str, Any]:
         ctx = job.context
@@ -51,6 +55,9 @@ class CrawlJob(SparkJob):
             raise ValueError(f"crawl={crawl!r} is not a Common Crawl id like 'CC-MAIN-2024-10'")
         if not domain or "/" in domain or domain.startswith("."):
             raise ValueError(f"domain={domain!r} must name a research domain (a seed list file name)")
+        for name in self.python_inputs:  # a missing client (boto3) fails here, before any Spark work
+            if ctx.inputs.get(name):
+                require_client(ctx.inputs[name])
         self.job, self.spark, self.crawl, self.domain = job, job.spark, crawl, domain
         self.output_root = ctx.require_output_root().rstrip("/")
         with self.lease():

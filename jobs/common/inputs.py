@@ -17,9 +17,11 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
+
+from airflow_spark_portable.runtime.transport import require_boto3
 
 T = TypeVar("T")
 
@@ -78,7 +80,14 @@ def gunzip(stream: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
     """The decompressed bytes of ``stream``, a whole gzip stream of one member or many, in
     pieces; raises CorruptInputError (after the last piece) unless it ends cleanly at the end
     of the stream. Plain zlib, for small files such as listings: WAT files go through
-    FastWARC's several times faster inflater (``jobs.common.wat``)."""
+    FastWARC's several times faster inflater where it is installed (``jobs.common.wat``)."""
+    for _, out in gunzip_members(stream, chunk):
+        yield out
+
+
+def gunzip_members(stream: BinaryIO, chunk: int = 1 << 16) -> Generator[tuple[int, bytes], None, int]:
+    """``gunzip``'s pieces, each with the offset (in ``stream``) of the gzip member it comes
+    from; returns the length of the stream once it ended cleanly."""
     pos = 0  # compressed bytes consumed before ``data``
     member = 0  # where the current member starts
     inflater = None  # None between members
@@ -97,7 +106,7 @@ def gunzip(stream: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
                 break  # one byte that is not gzip: refused below
             if pos == 0:
                 raise CorruptInputError.empty()
-            return
+            return pos
         if inflater is None:
             member = pos
             if data[:2] != GZIP_MAGIC:
@@ -108,7 +117,7 @@ def gunzip(stream: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
         except zlib.error as exc:
             raise CorruptInputError.corrupt(member, f"a gzip member that does not decode ({exc})") from None
         if out:
-            yield out
+            yield member, out
         if inflater.eof:
             pos += len(data) - len(inflater.unused_data)
             data, inflater = inflater.unused_data, None
@@ -120,8 +129,19 @@ def gunzip(stream: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
     raise CorruptInputError.corrupt(pos, "bytes that are not gzip after the last gzip member")
 
 
+_S3_SCHEMES = ("s3", "s3a")
+
+
+def require_client(uri: str) -> None:
+    """Raise MissingClientError, naming the fix, if reading ``uri`` needs a client library this
+    Python does not have (boto3 for ``s3://``): a job checks its inputs on the driver before any
+    Spark work, rather than failing every file on the executors."""
+    if urlsplit(uri).scheme in _S3_SCHEMES:
+        require_boto3()
+
+
 def _s3_client():
-    import boto3
+    boto3 = require_boto3()
     from botocore import UNSIGNED
     from botocore.config import Config
 
@@ -180,7 +200,7 @@ class ForwardStream(io.RawIOBase):
 def open_uri(uri: str) -> BinaryIO:
     """A binary stream over ``uri``; the caller closes it."""
     scheme = urlsplit(uri).scheme
-    if scheme in ("s3", "s3a"):
+    if scheme in _S3_SCHEMES:
         parts = urlsplit(uri)
         response = _s3_client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
         # botocore checks the length read against Content-Length too

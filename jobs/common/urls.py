@@ -16,7 +16,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from html.entities import html5
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from publicsuffixlist import PublicSuffixList
 
@@ -131,10 +131,43 @@ def _backslashes_as_slashes(url: str, base: str | None) -> str:
     return url[:end].replace("\\", "/") + url[end:]
 
 
+_NOT_A_SCHEME = re.compile(r"[0-9+.-][A-Za-z0-9+.-]*:")  # one Python < 3.11 reads as a scheme
+
+
+def _split(url: str) -> SplitResult:
+    """``urlsplit`` as Python 3.11.4+ has it, on every Python (3.9 is EMR 7.x's):
+    * a bracketed host must be an IPv6 (or IPvFuture) literal, else ValueError (3.9 reads
+      "http://[x.com]/" as the host x.com, and its ``urljoin`` resolves against such a base);
+    * a scheme starts with a letter ("1http://x.com/" is a path, not the scheme "1http");
+    * leading C0 controls and spaces are stripped, tabs and newlines removed (3.9 from 3.9.17
+      and 3.9.5 only: an EMR node's 3.9 may predate them)."""
+    url = url.lstrip(_C0_CONTROL_OR_SPACE).translate(_TAB_OR_NEWLINE)
+    if _NOT_A_SCHEME.match(url):
+        rest, _, fragment = url.partition("#")
+        path, _, query = rest.partition("?")
+        return SplitResult("", "", path, query, fragment)
+    parts = urlsplit(url)
+    if "[" in parts.netloc and "]" in parts.netloc:
+        _check_bracketed_host(parts.netloc.partition("[")[2].partition("]")[0])
+    return parts
+
+
+def _check_bracketed_host(host: str) -> None:  # as urllib.parse's of Python 3.11.4+
+    if host.startswith("v"):
+        if not re.match(r"\Av[a-fA-F0-9]+\..+\Z", host):
+            raise ValueError("IPvFuture address is invalid")
+    elif isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address):  # ValueError if no IP at all
+        raise ValueError("An IPv4 address cannot be in brackets")
+
+
 def _join(base: str, url: str) -> str:
     """``urljoin``, except that an empty query replaces the base's, as in a browser (and RFC 3986
     section 5.2.2): urljoin reads "?" and "?#x" as no query and keeps the base's (a fragment
-    alone, "#x", does keep it)."""
+    alone, "#x", does keep it). ValueError for a base or URL with a host in brackets that is no
+    IP literal, as urljoin raises on Python 3.11.4+."""
+    for part in (base, url):
+        if "[" in part:
+            _split(part)
     joined = urljoin(base, url)
     if "?" in url:
         before_fragment = url.partition("#")[0]
@@ -175,7 +208,7 @@ def page_base(target: str, base: str | None) -> str:
 # (urljoin + urlsplit) gives; anything unusual (userinfo, IPv6, whitespace, control
 # characters, dot segments, ";" in the path: urljoin drops an empty ";params") takes the
 # general path, and so does a backslash before the fragment (a slash in a path, see _url_input).
-# tests/test_urls.py checks the two agree.
+# tests/cluster/test_urls.py checks the two agree.
 _ABSOLUTE = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?([/?][^\x00-\x20#;\\]*)?(?:#.*)?", re.DOTALL)
 _ROOTED = re.compile(r"/(?![/\\])[^\x00-\x20#\\]*(?:#.*)?", re.DOTALL)
 
@@ -283,7 +316,7 @@ def _normalize_general(url: str, base: str | None = None) -> tuple[str, str, str
     """``url``: an href with its character references decoded."""
     url = _url_input(url, base)
     try:
-        parts = urlsplit(_join(base, url) if base else url)  # "" is the base itself
+        parts = _split(_join(base, url) if base else url)  # "" is the base itself
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not _plain_host_and_port(parts.netloc):
             return None
@@ -302,7 +335,7 @@ def _normalize_general(url: str, base: str | None = None) -> tuple[str, str, str
 
 def host_of(url: str) -> str | None:
     try:
-        return urlsplit(url.strip()).hostname
+        return _split(url.strip()).hostname
     except ValueError:
         return None
 
@@ -329,7 +362,7 @@ def seed_host(url: str | None) -> tuple[str, str] | None:
     if not url or not url.strip():
         return None
     try:
-        parts = urlsplit(url.strip())
+        parts = _split(url.strip())
         host = parts.hostname
     except ValueError:
         return None

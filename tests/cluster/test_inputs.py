@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import ROOT
+from .support import ROOT
 from jobs.common import inputs
 from jobs.common.inputs import wat_paths, with_retries
 from jobs.common.wat import edges_from_wat

@@ -17,11 +17,11 @@ from collections import Counter
 
 import pytest
 
-from conftest import ROOT
+from .support import ROOT
 from jobs.common import inputs
 from jobs.common.inputs import CorruptInputError, gunzip, wat_paths, with_retries
 from jobs.common.wat import edges_from_wat
-from test_graph_jobs import rows, run_step
+from .test_graph_jobs import rows, run_step
 
 SAMPLE_CC = ROOT / "sample_data" / "cc"
 SAMPLE_WATS = sorted(SAMPLE_CC.glob("crawl-data/*/segments/*/wat/*.warc.wat.gz"))

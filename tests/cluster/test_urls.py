@@ -239,7 +239,7 @@ def _corpus():
     import json
     import random
 
-    from conftest import ROOT
+    from .support import ROOT
 
     pairs = []
     for truth in (ROOT / "sample_data" / "ground_truth").glob("CC-MAIN-*.json"):
