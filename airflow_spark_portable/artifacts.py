@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +79,65 @@ def build_code_bundle(code_root: Path) -> CodeBundle:
     return CodeBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(sorted(entries)))
 
 
-def put_once(root: str, name: str, data: bytes, exists, put, log) -> str:
+class ArtifactExists(Exception):
+    """Raised by a platform's ``put`` when the path was taken between the check and the write
+    (another run's first upload of the same artifact won the race)."""
+
+
+class ArtifactConflict(RuntimeError):
+    """The content-addressed path holds other bytes than its name promises."""
+
+
+_VERIFY_TRIES = 5
+
+
+def put_once(root: str, name: str, data: bytes, exists, put, log, read=None) -> str:
     """Store ``data`` at ``{root}/artifacts/<sha256>/<name>`` through a platform's ``exists``
     and ``put``: named by content, so it is uploaded once and never overwritten, and concurrent
-    runs cannot race on a mutable path. Returns the path."""
-    path = f"{root}/artifacts/{hashlib.sha256(data).hexdigest()[:20]}/{name}"
+    runs cannot race on a mutable path. Returns the path.
+
+    Two runs may upload the same new artifact at once: ``put`` must then write only if the path
+    is free (S3 ``If-None-Match: *``) and raise ``ArtifactExists`` if it was taken; that is
+    success when the path holds these very bytes. With ``read`` (path -> bytes, or None while
+    nothing is there) an artifact found in place is checked to be these bytes: a partial or
+    foreign object at the path is an error (``ArtifactConflict``), never a silent success."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = f"{root}/artifacts/{digest[:20]}/{name}"
     if exists(path):
+        _verify(path, data, digest, read)
         log.info("Artifact unchanged, not uploaded: %s", path)
-    else:
-        put(path, data)
+        return path
+    for attempt in range(_VERIFY_TRIES):
+        try:
+            put(path, data)
+        except ArtifactExists:
+            if _verify(path, data, digest, read, missing_ok=attempt + 1 < _VERIFY_TRIES):
+                log.info("Artifact uploaded by a concurrent run, same content: %s", path)
+                return path
+            time.sleep(0.2 * (attempt + 1))  # the other upload is still under way: try again
+            continue
         log.info("Uploaded %s (%d bytes)", path, len(data))
-    return path
+        return path
+    raise ArtifactConflict(f"{path}: could not be written nor read back after {_VERIFY_TRIES} tries")
+
+
+def _verify(path: str, data: bytes, digest: str, read, missing_ok: bool = False) -> bool:
+    """True if ``path`` holds ``data`` (or cannot be read: no ``read``); False if it is not there
+    (yet) and ``missing_ok``; raises ``ArtifactConflict`` for other bytes."""
+    if read is None:
+        return True
+    found = read(path)
+    if found is None:
+        if missing_ok:
+            return False
+        raise ArtifactConflict(f"{path}: the artifact vanished while it was being uploaded; run the task again")
+    if found != data:
+        raise ArtifactConflict(
+            f"{path} holds {len(found)} bytes (sha256 {hashlib.sha256(found).hexdigest()[:20]}...), not the "
+            f"{len(data)}-byte artifact (sha256 {digest[:20]}...) its content-addressed name promises: a partial "
+            "or foreign upload. Delete that object; the next run uploads the artifact again"
+        )
+    return True
 
 
 WHEEL_DIST = "spark_portable_code"

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
+import re
 import shutil
 import signal
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,26 +19,33 @@ import boto3
 import pytest
 import yaml
 from airflow.triggers.base import BaseTrigger
+from botocore.exceptions import ClientError
 from botocore.validate import validate_parameters
+from conftest import PROBE_TASK, TEST_JOBS, assert_probe_saw_its_task, kill_session, operator_dag, wait_for
+from harness.emr_cluster import REGION, FakeCluster, cluster_env, patch_moto
 
 from airflow_spark_portable.engines import emr_cluster
-from airflow_spark_portable.engines.base import JobSpec, run_name
-from airflow_spark_portable.engines.emr import EmrEngine
-from airflow_spark_portable.exceptions import SparkPortableConfigError
-from airflow_spark_portable.pipes import S3Channel
+from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, JobSpec, run_name
+from airflow_spark_portable.engines.emr import ACTIVE_STEP_LIMIT, EmrEngine, EmrStepLimitReached
+from airflow_spark_portable.exceptions import AirflowException, SparkPortableConfigError
+from airflow_spark_portable.pipes import JobReport, S3Channel
 from airflow_spark_portable.profiles import Profiles
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
 from airflow_spark_portable.triggers import EngineRunTrigger
-from conftest import PROBE_TASK, TEST_JOBS, assert_probe_saw_its_task, kill_session, operator_dag, wait_for
-from harness.emr_cluster import REGION, FakeCluster, add_cancel_steps_to_moto
 
 spark = pytest.mark.spark
 BUCKET = "asp-emr"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_env():
+    """The fake nodes' Python 3.9 and Spark 3.5.2 (scripts/cluster_env.sh node), built once."""
+    cluster_env()
+
+
 @pytest.fixture
 def aws(aws_endpoint):
-    add_cancel_steps_to_moto()
+    patch_moto()
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
     s3.create_bucket(Bucket="asp-logs")
@@ -61,10 +71,40 @@ def _project(tmp_path: Path, cluster_id: str, **emr) -> Path:
 
 
 def _emr_dag(dag_id: str, job: str, engine_options: dict | None = None, **kwargs) -> str:
-    """A one-task DAG running ``tests/jobs/<job>`` on EMR, polling every second."""
-    options = {"poll_interval_seconds": 1, "log_wait_seconds": 30, **(engine_options or {})}
+    """A one-task DAG running ``tests/jobs/<job>`` (or a path) on EMR, polling every second."""
+    options = {"poll_interval_seconds": 1, "log_wait_seconds": 30, "cancel_wait_seconds": 60, **(engine_options or {})}
     kwargs.setdefault("poll_interval", 1)
     return operator_dag(dag_id, engine="emr", application=str(TEST_JOBS / job), engine_options=options, **kwargs)
+
+
+_FAST = {"aws_conn_id": None, "poll_interval_seconds": 0.5, "cancel_wait_seconds": 30}
+
+
+def _engine(**options) -> EmrEngine:
+    return EmrEngine({**_FAST, **options}, logging.getLogger("test.emr"))
+
+
+def _run_to_end(engine: EmrEngine, spec: JobSpec):
+    """Submit ``spec`` as a step, wait for it, read what the job reported: (handle, result, report)."""
+    channel = engine.open_channel(spec)
+    channel.write_context(spec.context)
+    handle = engine.submit(spec, channel)
+    result = engine.wait(handle)
+    report = JobReport()
+    for message in channel.read_new_messages():
+        report.add(message)
+    return handle, result, report
+
+
+def _job(folder: Path, name: str, source: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(source)
+    return folder / name
+
+
+def _python_worker_started(cluster: FakeCluster, step_id: str) -> bool:
+    """The Spark job runs a Python UDF: its worker (pyspark.daemon) is up."""
+    return any("pyspark.daemon" in c or "pyspark/daemon.py" in c for c in cluster.process_cmdlines(step_id))
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -123,6 +163,7 @@ def test_the_job_runs_as_a_step_with_the_same_context_and_metrics(dag_runner, cl
 
 @spark
 def test_a_failed_step_fails_the_task_with_the_error_and_the_step_log(dag_runner, cluster, tmp_path):
+    cluster.log_lag = 6.0  # EMR's final upload comes well after the step ends
     project = _project(tmp_path, cluster.cluster_id)
     source = _emr_dag("emr_failing", "failing_job.py")
     outcome = dag_runner.run("emr_failing", source, env=_env(project))
@@ -131,7 +172,11 @@ def test_a_failed_step_fails_the_task_with_the_error_and_the_step_log(dag_runner
     (step,) = cluster.steps()
     assert step.state == "FAILED"
     assert f"--- stderr (s3://asp-logs/emr/{cluster.cluster_id}/steps/{step.id}/stderr.gz) ---" in outcome.output
-    assert "[driver]" in outcome.output and "Traceback" in outcome.output
+    # the task log has the end of the step's stderr, from the copy EMR uploaded after the step
+    # ended (partial copies were there while it ran), not a tail that stops mid-way
+    last = [line for line in cluster.seen[step.id]["stderr"].splitlines() if line.strip()][-1]
+    assert f"[driver] {last}" in outcome.output
+    assert "may be incomplete" not in outcome.output
 
 
 @spark
@@ -146,32 +191,35 @@ def test_a_deferred_task_frees_its_worker_and_resumes_when_the_step_ends(dag_run
     assert outcome.metrics["rows"] == 42
 
 
-def test_killing_the_task_cancels_its_step(dag_runner, cluster, tmp_path):
-    cluster.hold = True  # the step stays RUNNING until cancelled
+@spark
+def test_killing_the_task_stops_its_step_and_every_spark_process_of_it(dag_runner, cluster, tmp_path):
     project = _project(tmp_path, cluster.cluster_id)
-    source = _emr_dag("emr_kill", "probe_job.py")
+    source = _emr_dag("emr_kill", "slow_job.py")
     proc, _ = dag_runner.start("emr_kill", source, env=_env(project))
     try:
         wait_for(lambda: cluster.steps(), timeout=120, what="the step to be added")
+        (step,) = cluster.steps()
+        wait_for(lambda: _python_worker_started(cluster, step.id), timeout=180, what="the job's Python UDF to run")
         os.kill(proc.pid, signal.SIGTERM)  # what Airflow sends a task it kills
         output, _ = proc.communicate(timeout=120)
-        (step,) = cluster.steps()
         assert step.state == "CANCELLED", output[-3000:]
-        assert f"Cancelling EMR step {step.id}" in output
+        assert f"Cancelling EMR step {step.id}" in output and f"EMR step {step.id} ended" in output
+        # the driver, its Python and the Python workers are gone, not only the step's process
+        assert cluster.running_applications() == [] and cluster.process_cmdlines(step.id) == []
     finally:
         kill_session(proc)
 
 
-def _spec(project: Path, try_number: int) -> JobSpec:
+def _spec(project: Path, try_number: int, application: Path = TEST_JOBS / "probe_job.py", task: str = "t") -> JobSpec:
     profile = Profiles.load(project / "profiles.yaml").get("small")
     context = JobContext(
         engine="emr",
         profile="small",
-        run=RunIdentity(dag_id="d", task_id="t", run_id="manual__1", map_index=3, try_number=try_number),
+        run=RunIdentity(dag_id="d", task_id=task, run_id="manual__1", map_index=3, try_number=try_number),
     )
     return JobSpec(
         name=run_name(context),
-        application=TEST_JOBS / "probe_job.py",
+        application=application,
         code_root=project,
         application_args=[],
         spark_conf={},
@@ -236,7 +284,7 @@ def test_an_unknown_connection_fails_the_task_naming_it(dag_runner, cluster, tmp
 # -- transient clusters ----------------------------------------------------------------
 
 
-def _transient_project(tmp_path: Path, **cluster) -> Path:
+def _transient_project(tmp_path: Path, section: dict | None = None, **cluster) -> Path:
     project = tmp_path / "project"
     project.mkdir(exist_ok=True)
     cluster = {
@@ -249,7 +297,7 @@ def _transient_project(tmp_path: Path, **cluster) -> Path:
     }
     profile = {
         "spark_conf": {"spark.sql.shuffle.partitions": "4"},
-        "emr": {"s3_root": f"s3://{BUCKET}/spark-portable", "cluster": cluster},
+        "emr": {"s3_root": f"s3://{BUCKET}/spark-portable", "cluster": cluster, **(section or {})},
     }
     (project / "profiles.yaml").write_text(yaml.safe_dump({"version": 1, "profiles": {"small": profile}}))
     return project
@@ -308,9 +356,11 @@ def test_a_transient_cluster_installs_the_requirements_runs_the_step_and_termina
         "team": "research",
     }
     assert tags["airflow:run_id"].replace(":", "_").replace("+", "_") == run_id
+    # one bootstrap action installs boto3 (the node's python3 has none: the job could not talk
+    # to S3 without it) and the requirements, in one pip run
     (action,) = created.bootstrap_actions
-    assert action.args[0] == "python3"
-    assert action.args[1].startswith(f"s3://{BUCKET}/spark-portable/artifacts/") and action.args[1].endswith(
+    assert action.args[:3] == ["python3", emr_cluster.BOTO3_REQUIREMENT, "--requirement"]
+    assert action.args[3].startswith(f"s3://{BUCKET}/spark-portable/artifacts/") and action.args[3].endswith(
         "/requirements.txt"
     )
     assert action.script_path.endswith("/install-requirements.sh")
@@ -337,9 +387,12 @@ def test_a_cluster_that_fails_to_bootstrap_fails_the_task_with_the_reason(dag_ru
     (created,) = cluster.transient_clusters()
     assert created.state == "TERMINATED_WITH_ERRORS"
     assert "no-such-package-asp" in cluster.bootstrap_output[created.id]  # pip really ran and refused
-    assert (
-        f"cluster {created.id} failed: On the master instance, bootstrap action 1 returned a non-zero" in outcome.output
-    )
+    # decided by the cluster's StateChangeReason code, which the task's error names
+    assert re.search(
+        rf"cluster {created.id} BOOTSTRAP_FAILURE: On the master instance \(i-\w+\), bootstrap action 1 returned a "
+        "non-zero return code",
+        outcome.output,
+    ), outcome.output[-3000:]
     assert "was cancelled" not in outcome.output  # EMR cancelled the step; the user did not
 
 
@@ -501,7 +554,8 @@ def test_a_new_cluster_that_cannot_be_tracked_is_terminated_at_once(cluster, tmp
     with pytest.raises(RuntimeError, match="connection reset"):
         engine.submit(spec, engine.open_channel(spec))
     (created,) = cluster.transient_clusters()
-    assert created.state == "TERMINATED"
+    assert created.state in ("TERMINATING", "TERMINATED") and created.state_change_code == "USER_REQUEST"
+    wait_for(lambda: created.state == "TERMINATED", timeout=30, what="the cluster to terminate")
 
 
 def test_killing_a_deferred_task_cancels_its_step_from_the_triggerer(cluster, tmp_path):
@@ -538,3 +592,360 @@ def test_a_provider_trigger_that_raises_still_resumes_the_task_with_its_handle()
     payload = asyncio.run(first_event())
     assert payload["handle"] == {"engine": "emr", "step_id": "s-1"} and payload["meta"] == {"run_name": "r"}
     assert payload["event"] == {"status": "error", "message": "Waiter encountered a terminal failure state: FAILED"}
+
+
+# -- 1. the node's Python and Spark are EMR 7.x's ---------------------------------------
+
+VERSIONS_JOB = '''"""Reports the Python and Spark it runs on, and which optional packages it can import."""
+import importlib.util
+import sys
+
+import pyspark
+
+from airflow_spark_portable.runtime import SparkJob
+
+
+def _worker_python(_):
+    import sys
+
+    return "%d.%d" % sys.version_info[:2]
+
+
+class Versions(SparkJob):
+    def run(self, job):
+        spark = job.spark
+        return {
+            "driver_python": "%d.%d" % sys.version_info[:2],
+            "worker_python": spark.sparkContext.parallelize([0], 1).map(_worker_python).first(),
+            "pyspark": pyspark.__version__,
+            "spark": spark.version,
+            "missing": [m for m in ("pandas", "pyarrow", "numpy") if importlib.util.find_spec(m) is None],
+        }
+
+
+if __name__ == "__main__":
+    Versions.main()
+'''
+
+
+@spark
+def test_a_step_runs_on_the_nodes_python_39_and_spark_35(cluster, tmp_path):
+    """EMR 7.5.0: python3 is 3.9 without pyspark's extras, Spark is 3.5.2. A job or runtime that
+    needs newer Python or Spark fails here as it would on the cluster."""
+    project = _project(tmp_path, cluster.cluster_id)
+    spec = _spec(project, 1, application=_job(tmp_path / "jobs_here", "versions_job.py", VERSIONS_JOB))
+    _, result, report = _run_to_end(_engine(), spec)
+    assert result.state == SUCCEEDED and report.failure is None, (result, report.failure)
+    metrics = report.metrics
+    assert metrics["driver_python"] == metrics["worker_python"] == "3.9"
+    assert metrics["pyspark"].startswith("3.5.") and metrics["spark"].startswith("3.5.")
+    assert metrics["missing"] == ["pandas", "pyarrow", "numpy"]  # no bootstrap action installed them
+
+
+# -- 2. cancelling stops Spark ----------------------------------------------------------
+
+
+def test_deploy_mode_cluster_is_refused_on_an_existing_cluster(tmp_path):
+    project = _project(tmp_path, "j-1", deploy_mode="cluster")
+    with pytest.raises(SparkPortableConfigError, match="deploy_mode = cluster needs a transient cluster") as info:
+        EmrEngine.validate_profile(Profiles.load(project / "profiles.yaml").get("small"))
+    assert "leaves the Spark application running" in str(info.value) and "second copy" in str(info.value)
+    # on a transient cluster it is allowed: terminating the cluster ends the driver too
+    shutil.rmtree(project)
+    transient = _transient_project(tmp_path, section={"deploy_mode": "cluster"})
+    section = EmrEngine.validate_profile(Profiles.load(transient / "profiles.yaml").get("small"))
+    assert section["deploy_mode"] == "cluster"
+
+
+IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    time.sleep(1)\n"
+
+
+def test_cancel_stops_a_step_that_ignores_sigterm(cluster, tmp_path):
+    """SEND_INTERRUPT would only SIGTERM the step's process, which may ignore it (or leave its
+    children running); the engine's cancel must end it."""
+    cluster.hold = True
+    cluster.hold_command[-1] = IGNORES_SIGTERM
+    engine = _engine()
+    spec = _spec(_project(tmp_path, cluster.cluster_id), 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    (step,) = cluster.steps()
+    wait_for(lambda: cluster.process_cmdlines(step.id), timeout=30, what="the step's process")
+    engine.cancel(handle)
+    assert step.state == "CANCELLED"
+    assert cluster.process_cmdlines(step.id) == [] and cluster.running_applications() == []
+
+
+def test_a_retry_waits_for_a_step_still_being_cancelled_instead_of_starting_a_second_copy(cluster, tmp_path):
+    cluster.hold = True
+    cluster.cancel_latency = 2.0  # CancelSteps is asynchronous: the step stays CANCEL_PENDING a while
+    project = _project(tmp_path, cluster.cluster_id)
+    engine = _engine()
+    first = _spec(project, 1)
+    handle = engine.submit(first, engine.open_channel(first))
+    (step,) = cluster.steps()
+    wait_for(lambda: step.state == "RUNNING" and cluster.process_cmdlines(step.id), timeout=30, what="the step")
+    emr = boto3.client("emr", region_name=REGION)
+    response = emr.cancel_steps(
+        ClusterId=cluster.cluster_id, StepIds=[step.id], StepCancellationOption="TERMINATE_PROCESS"
+    )
+    assert response["CancelStepsInfoList"] == [{"StepId": step.id, "Status": "SUBMITTED"}]
+    described = emr.describe_step(ClusterId=cluster.cluster_id, StepId=step.id)["Step"]
+    assert described["Status"]["State"] == "CANCEL_PENDING"
+    assert engine.poll(handle) is None  # still live
+
+    # the retry does not submit while the first try's step is dying: it waits for it to end
+    assert engine.find_active_run(_spec(project, 2)) is None
+    assert step.state == "CANCELLED" and cluster.process_cmdlines(step.id) == []
+    # cancelling an ended step is refused per step, not with an error
+    again = emr.cancel_steps(ClusterId=cluster.cluster_id, StepIds=[step.id])["CancelStepsInfoList"]
+    assert [(i["StepId"], i["Status"]) for i in again] == [(step.id, "FAILED")] and again[0]["Reason"]
+
+    # and a step that does not end within cancel_wait_seconds stops the retry with an error
+    cluster.cancel_latency = 60
+    second = _spec(project, 2)
+    engine.submit(second, engine.open_channel(second))
+    stuck = cluster.steps()[-1]
+    wait_for(lambda: stuck.state == "RUNNING", timeout=30, what="the second step to run")
+    emr.cancel_steps(ClusterId=cluster.cluster_id, StepIds=[stuck.id], StepCancellationOption="TERMINATE_PROCESS")
+    with pytest.raises(AirflowException, match=f"step {stuck.id} .* still live .*not starting a second copy"):
+        _engine(cancel_wait_seconds=1).find_active_run(_spec(project, 3))
+    assert len(cluster.steps()) == 2
+
+
+CLUSTER_MODE_APP = "import time\ntime.sleep(600)\n"
+
+
+@spark
+def test_the_harness_cancels_as_emr_does_per_option_and_deploy_mode(aws, tmp_path):
+    """How far each StepCancellationOption reaches (Management Guide, "Cancel steps"), and that
+    YARN's cluster-mode driver outlives its step: what the engine's choices are built on."""
+    fake = FakeCluster(aws, log_uri="s3://asp-logs/emr/", step_concurrency_level=3)
+    try:
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.put_object(Bucket=BUCKET, Key="apps/sleeper.py", Body=CLUSTER_MODE_APP.encode())
+        emr = boto3.client("emr", region_name=REGION)
+
+        def step(name, mode):
+            args = ["spark-submit", "--deploy-mode", mode, "--name", name, f"s3://{BUCKET}/apps/sleeper.py"]
+            config = {"Name": name, "ActionOnFailure": "CONTINUE"}
+            return {**config, "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
+
+        ids = emr.add_job_flow_steps(
+            JobFlowId=fake.cluster_id,
+            Steps=[step("client-interrupted", "client"), step("client-killed", "client"), step("yarn", "cluster")],
+        )["StepIds"]
+
+        def python_runs(step_id: str) -> bool:
+            return any("sleeper.py" in c and "python" in c.split()[0] for c in fake.process_cmdlines(step_id))
+
+        for step_id in ids:
+            wait_for(lambda step_id=step_id: python_runs(step_id), timeout=120, what="the application's Python")
+        for step_id, option in zip(ids, ["SEND_INTERRUPT", "TERMINATE_PROCESS", "TERMINATE_PROCESS"]):
+            emr.cancel_steps(ClusterId=fake.cluster_id, StepIds=[step_id], StepCancellationOption=option)
+        for i in range(len(ids)):
+            wait_for(lambda i=i: fake.steps()[i].state == "CANCELLED", timeout=30, what="the cancellations")
+        time.sleep(1)
+        # SIGTERM reached spark-submit only: its Python child lives on; SIGKILL took the whole
+        # client-mode tree; the cluster-mode driver was never the step's to kill
+        assert sorted(fake.running_applications()) == ["client-interrupted", "yarn"]
+    finally:
+        fake.stop()
+
+
+@spark
+def test_killing_a_cluster_mode_task_ends_its_transient_cluster_and_driver(dag_runner, cluster, tmp_path):
+    project = _transient_project(tmp_path, section={"deploy_mode": "cluster"})
+    source = _emr_dag("emr_kill_yarn", "slow_job.py")
+    proc, _ = dag_runner.start("emr_kill_yarn", source, env=_env(project))
+    try:
+        wait_for(
+            lambda: cluster.transient_clusters() and cluster.transient_clusters()[0].steps,
+            timeout=120,
+            what="the cluster and its step",
+        )
+        (created,) = cluster.transient_clusters()
+        (step,) = created.steps
+        try:
+            wait_for(lambda: _python_worker_started(cluster, step.id), timeout=240, what="the driver's Python UDF")
+        except AssertionError:
+            record = cluster.seen.get(step.id, {})
+            app_log = record.get("app_log")
+            raise AssertionError(
+                f"{step.state}: {record}\n{cluster.process_cmdlines(step.id)}\n"
+                + ((app_log / "stderr").read_text()[-3000:] if app_log else "")
+            ) from None
+        assert cluster.seen[step.id]["deploy_mode"] == "cluster" and cluster.running_applications(created.id)
+        os.kill(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        assert created.state == "TERMINATED", output[-3000:]
+        assert cluster.running_applications() == [] and cluster.process_cmdlines(step.id) == []
+    finally:
+        kill_session(proc)
+
+
+# -- 3. logs are read once EMR uploaded them after the step ended -------------------------
+
+
+@spark
+def test_the_step_log_is_read_from_the_copy_uploaded_after_the_step_ended(aws, tmp_path):
+    fake = FakeCluster(aws, log_uri="s3://asp-logs/emr/", log_period=1.0, log_lag=5.0)
+    try:
+        project = _project(tmp_path, fake.cluster_id)
+        handle, result, _ = _run_to_end(_engine(), _spec(project, 1))
+        assert result.state == SUCCEEDED
+        step_id = handle["step_id"]
+        last = [line for line in fake.seen[step_id]["stderr"].splitlines() if line.strip()][-1]
+
+        # at once: only a copy from while the step ran is there; the engine says so
+        hurried = _engine(success_log_wait_seconds=0).fetch_logs(handle, succeeded=True)
+        assert not fake.seen[step_id].get("logs_final")
+        assert "may be incomplete" in hurried[0]
+        assert f"s3://asp-logs/emr/{fake.cluster_id}/steps/{step_id}/" in hurried[0]
+        assert last not in hurried
+
+        # given the time, it waits for the copy uploaded after the step's EndDateTime
+        lines = _engine(success_log_wait_seconds=30).fetch_logs(handle, succeeded=True)
+        assert fake.seen[step_id].get("logs_final") and last in lines
+        assert not any("may be incomplete" in line for line in lines)
+    finally:
+        fake.stop()
+
+
+# -- 4. boto3 on the cluster ------------------------------------------------------------
+
+
+def test_a_transient_cluster_always_installs_boto3(aws, tmp_path):
+    engine = _engine()
+    bare = _spec(_transient_project(tmp_path), 1)
+    (action,) = engine.requirements_bootstrap(bare, engine.validate_profile(bare.profile))
+    assert action["ScriptBootstrapAction"]["Args"] == ["python3", emr_cluster.BOTO3_REQUIREMENT]
+    # a requirements file that pins boto3 itself decides the version
+    shutil.rmtree(tmp_path / "project")
+    project = _transient_project(tmp_path, python_requirements="requirements.txt")
+    (project / "requirements.txt").write_text("orjson>=3.9\nBoto3 == 1.40.0\n")
+    spec = _spec(project, 1)
+    (action,) = engine.requirements_bootstrap(spec, engine.validate_profile(spec.profile))
+    args = action["ScriptBootstrapAction"]["Args"]
+    assert args[:2] == ["python3", "--requirement"] and args[2].endswith("/requirements.txt")
+
+
+@spark
+def test_a_job_on_an_existing_cluster_without_boto3_fails_saying_so(dag_runner, aws, tmp_path):
+    bare = FakeCluster(aws, log_uri="s3://asp-logs/emr/", name="no-boto3", preinstalled=())
+    try:
+        project = _project(tmp_path, bare.cluster_id)
+        outcome = dag_runner.run("emr_no_boto3", _emr_dag("emr_no_boto3", "probe_job.py"), env=_env(project))
+        assert outcome.task_state == "failed"
+        (step,) = bare.steps()
+        assert step.state == "FAILED"
+        # the step's stderr, brought into the task log, says what is missing and what to do
+        driver = [line for line in outcome.output.splitlines() if "[driver]" in line]
+        assert any("boto3" in line and re.search(r"install|bootstrap", line, re.IGNORECASE) for line in driver), (
+            "\n".join(driver[-40:])
+        )
+    finally:
+        bare.stop()
+
+
+# -- 5. step concurrency and the active-step limit -----------------------------------------
+
+
+def test_steps_queue_behind_the_clusters_step_concurrency_level(cluster, tmp_path, caplog):
+    cluster.hold = True
+    project = _project(tmp_path, cluster.cluster_id)
+    engine = _engine()
+    caplog.set_level(logging.WARNING, logger="test.emr")
+    for task in ("a", "b", "c"):
+        spec = _spec(project, 1, task=task)
+        engine.submit(spec, engine.open_channel(spec))
+    steps = cluster.steps()
+    wait_for(lambda: steps[0].state == "RUNNING", timeout=30, what="the first step to run")
+    time.sleep(1)
+    assert [s.state for s in steps] == ["RUNNING", "PENDING", "PENDING"]  # StepConcurrencyLevel 1
+    assert list(cluster.seen) == [steps[0].id]  # the others did not start
+    queued = [r.getMessage() for r in caplog.records if "StepConcurrencyLevel" in r.getMessage()]
+    assert len(queued) == 2 and all("Airflow pool with 1 slot" in m for m in queued)
+    assert steps[1].id in queued[0] and steps[2].id in queued[1]
+
+    boto3.client("emr", region_name=REGION).modify_cluster(ClusterId=cluster.cluster_id, StepConcurrencyLevel=2)
+    wait_for(lambda: [s.state for s in steps] == ["RUNNING", "RUNNING", "PENDING"], timeout=30, what="a second slot")
+    # a cancelled step frees its slot only once its process is gone; then the next one starts
+    engine.cancel({"cluster_id": cluster.cluster_id, "step_id": steps[0].id, "transient": False})
+    wait_for(lambda: [s.state for s in steps] == ["CANCELLED", "RUNNING", "RUNNING"], timeout=30, what="the freed slot")
+
+
+def test_a_full_cluster_refuses_the_step_naming_the_limit_and_the_pool_fix(cluster, tmp_path):
+    cluster.hold = True
+    emr = boto3.client("emr", region_name=REGION)
+    filler = [
+        {
+            "Name": f"other.{i}",
+            "ActionOnFailure": "CONTINUE",
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["true"]},
+        }
+        for i in range(ACTIVE_STEP_LIMIT)
+    ]
+    emr.add_job_flow_steps(JobFlowId=cluster.cluster_id, Steps=filler)
+    with pytest.raises(ClientError) as refused:  # EMR's answer, as the harness gives it
+        emr.add_job_flow_steps(JobFlowId=cluster.cluster_id, Steps=filler[:1])
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+    spec = _spec(_project(tmp_path, cluster.cluster_id), 1)
+    engine = _engine()
+    with pytest.raises(EmrStepLimitReached) as info:
+        engine.submit(spec, engine.open_channel(spec))
+    message = str(info.value)
+    assert f"EMR cluster {cluster.cluster_id}" in message and "at most 256" in message and "256 active steps" in message
+    assert "Airflow pool with 1 slot(s)" in message and "docs/emr.md" in message
+    assert not isinstance(info.value, SparkPortableConfigError)  # retryable: steps end, room comes back
+    assert len(cluster.steps()) == ACTIVE_STEP_LIMIT
+
+
+# -- 7. cluster state-change reasons decide, by code ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "state"),
+    [("INSTANCE_FAILURE", FAILED), ("VALIDATION_ERROR", FAILED), ("USER_REQUEST", CANCELLED)],
+)
+def test_a_transient_cluster_that_ends_early_decides_by_its_reason_code(cluster, tmp_path, code, state):
+    cluster.hold = True
+    engine = _engine()
+    spec = _spec(_transient_project(tmp_path), 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    created = cluster.cluster(handle["cluster_id"])
+    wait_for(lambda: created.steps[0].state == "RUNNING", timeout=60, what="the step to run")
+    if code == "USER_REQUEST":  # someone terminated it (console, CLI)
+        boto3.client("emr", region_name=REGION).terminate_job_flows(JobFlowIds=[created.id])
+    else:
+        cluster.fail_cluster(created.id, code)
+    result = engine.wait(handle)
+    described = boto3.client("emr", region_name=REGION).describe_cluster(ClusterId=created.id)["Cluster"]["Status"]
+    assert described["StateChangeReason"]["Code"] == code  # moto's model returns the harness's code
+    assert result.state == state, result.message
+    if state == FAILED:
+        assert f"cluster {created.id} {code}: " in result.message
+        assert described["State"] == "TERMINATED_WITH_ERRORS"
+    else:
+        assert described["State"] == "TERMINATED"
+
+
+# -- 8. polling ---------------------------------------------------------------------------
+
+
+def test_poll_is_none_while_the_step_is_live_and_the_result_once_it_ended(cluster, tmp_path):
+    cluster.hold = True
+    cluster.cancel_latency = 1.0
+    engine = _engine()
+    spec = _spec(_project(tmp_path, cluster.cluster_id), 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    assert engine.poll(handle) is None  # PENDING or RUNNING
+    (step,) = cluster.steps()
+    wait_for(lambda: step.state == "RUNNING", timeout=30, what="the step to run")
+    assert engine.poll(handle) is None
+    boto3.client("emr", region_name=REGION).cancel_steps(ClusterId=cluster.cluster_id, StepIds=[step.id])
+    assert step.state == "CANCEL_PENDING" and engine.poll(handle) is None
+    wait_for(lambda: step.state == "CANCELLED", timeout=30, what="the cancellation")
+    result = engine.poll(handle)
+    assert result.state == CANCELLED and f"EMR step {step.id} CANCELLED" in result.message
+    assert engine.wait(handle) == result

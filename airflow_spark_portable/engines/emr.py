@@ -13,23 +13,30 @@ Profile section ``emr``::
                                        # or cluster: {...} a transient cluster per task try
                                        # (emr_cluster.py has its keys)
       s3_root: s3://bucket/spark-portable   # artifacts/ and runs/ live under it
-      deploy_mode: client              # client (default): driver output is the step's log
+      deploy_mode: client              # client (default): driver output is the step's log;
+                                       # cluster: transient clusters only (see cancel())
       python: python3                  # the cluster's Python for the driver and workers
       conf: {spark.dynamicAllocation.enabled: "true"}
 
 ``engine_options``: ``aws_conn_id`` (default ``aws_default``), ``poll_interval_seconds``
-(synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's log upload after a
-failure, default 300) and ``success_log_wait_seconds`` (after a success, default 60).
+(synchronous waiting), ``log_wait_seconds`` (how long to wait for EMR's final log upload
+after a failure, default 300), ``success_log_wait_seconds`` (after a success, default 60) and
+``cancel_wait_seconds`` (how long a cancel, or a retry finding its previous try's step still
+being cancelled, waits for the step to end, default 120).
+
+docs/emr.md is the user-facing guide: releases, what an existing cluster needs, IAM, deploy
+modes and cancelling, step concurrency and pools, log upload lag.
 """
 
 from __future__ import annotations
 
 import gzip
+import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_portable.artifacts import build_code_bundle, put_once
+from airflow_spark_portable.artifacts import ArtifactExists, build_code_bundle, put_once
 from airflow_spark_portable.costs import InstanceUsage, PriceTable
 from airflow_spark_portable.engines import emr_cluster
 from airflow_spark_portable.engines.base import (
@@ -42,7 +49,7 @@ from airflow_spark_portable.engines.base import (
     RunResult,
     try_base,
 )
-from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.exceptions import AirflowException, SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
 from airflow_spark_portable.redaction import refuse, refuse_secret_args, sensitive_keys
@@ -52,11 +59,29 @@ if TYPE_CHECKING:
 
 _SECTION_KEYS = {"cluster_id", "cluster_name", "cluster", "s3_root", "deploy_mode", "python", "conf"}
 _ACTIVE_CLUSTER = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
-_ACTIVE_STEP = ["PENDING", "RUNNING"]
+# A step is live until EMR says it ended: CANCEL_PENDING steps still run (their process is
+# being stopped) and hold a slot of the cluster's StepConcurrencyLevel.
+_LIVE_STEP = ["PENDING", "RUNNING", "CANCEL_PENDING"]
 _STEP_RESULT = {"COMPLETED": SUCCEEDED, "CANCELLED": CANCELLED, "INTERRUPTED": CANCELLED, "FAILED": FAILED}
 _LOG_TAIL_LINES = 200
-# Cluster end reasons that are not a failure of the cluster itself.
-_USER_ENDED = {"USER_REQUEST", "ALL_STEPS_COMPLETED", "STEP_FAILURE"}
+# ClusterStateChangeReason codes that mean the cluster itself failed (bootstrap, capacity,
+# instances, a refused request). USER_REQUEST, ALL_STEPS_COMPLETED and STEP_FAILURE do not.
+_CLUSTER_FAILED = {
+    "BOOTSTRAP_FAILURE",
+    "INSTANCE_FAILURE",
+    "INSTANCE_FLEET_TIMEOUT",
+    "VALIDATION_ERROR",
+    "INTERNAL_ERROR",
+}
+# EMR accepts at most this many PENDING/RUNNING (and CANCEL_PENDING) steps per cluster.
+ACTIVE_STEP_LIMIT = 256
+# SEND_INTERRUPT only SIGTERMs the step's own process; TERMINATE_PROCESS SIGKILLs its tree.
+_CANCEL_OPTION = "TERMINATE_PROCESS"
+_BOTO3_NAME = re.compile(r"^\s*boto3\s*($|[=<>!~;\[ ])", re.IGNORECASE | re.MULTILINE)
+
+
+class EmrStepLimitReached(AirflowException):
+    """The cluster has as many active steps as EMR accepts: this try fails, a retry may fit."""
 
 
 class EmrEngine(Engine):
@@ -85,6 +110,14 @@ class EmrEngine(Engine):
         if deploy_mode not in ("client", "cluster"):
             raise SparkPortableConfigError(f"{where}: deploy_mode = {deploy_mode!r} must be client or cluster")
         cluster = section.get("cluster")
+        if deploy_mode == "cluster" and not cluster:
+            raise SparkPortableConfigError(
+                f"{where}: deploy_mode = cluster needs a transient cluster (cluster: {{...}}). On an existing "
+                "cluster YARN runs the driver apart from the step, so cancelling the step (kill, mark failed, "
+                "execution_timeout) leaves the Spark application running, and a retry would run a second copy "
+                "into the same output. Use deploy_mode: client (the default), whose driver ends with the "
+                "cancelled step, or a transient cluster, whose termination ends the driver too"
+            )
         return {
             "cluster_id": section.get("cluster_id"),
             "cluster_name": section.get("cluster_name"),
@@ -166,18 +199,44 @@ class EmrEngine(Engine):
         return section["cluster_id"]
 
     def put_artifact(self, s3_root: str, name: str, data: bytes) -> str:
-        """``artifacts.put_once`` on S3."""
+        """``artifacts.put_once`` on S3: a conditional put (``If-None-Match: *``), so of two
+        tasks uploading the same new artifact exactly one writes, the other finds it in place
+        (412 Precondition Failed, or 409 ConditionalRequestConflict while the first write is
+        under way) and checks the bytes; an object with other bytes is never overwritten."""
+        from botocore.exceptions import ClientError
+
         hook = self._s3()
+        client = hook.get_conn()
+
+        def split(uri: str) -> tuple[str, str]:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            return bucket, key
 
         def exists(uri: str) -> bool:
-            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            bucket, key = split(uri)
             return hook.check_for_key(key, bucket_name=bucket)
 
-        def put(uri: str, body: bytes) -> None:
-            bucket, _, key = uri.removeprefix("s3://").partition("/")
-            hook.load_bytes(body, key=key, bucket_name=bucket, replace=False)
+        def read(uri: str) -> bytes | None:
+            bucket, key = split(uri)
+            try:
+                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
 
-        return put_once(s3_root, name, data, exists, put, self.log)
+        def put(uri: str, body: bytes) -> None:
+            bucket, key = split(uri)
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **hook.extra_args)
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                    raise ArtifactExists(uri) from None
+                raise
+
+        return put_once(s3_root, name, data, exists, put, self.log, read)
 
     def upload_artifacts(self, spec: JobSpec, s3_root: str) -> tuple[str, str]:
         """(job file URI, code bundle URI)."""
@@ -188,26 +247,28 @@ class EmrEngine(Engine):
         )
 
     def requirements_bootstrap(self, spec: JobSpec, section: dict[str, Any]) -> list[dict[str, Any]]:
-        """The bootstrap action that pip-installs ``python_requirements`` on every node."""
+        """The bootstrap action that pip-installs boto3 (the job side's S3 channel needs it; EMR
+        7.x's python3 is not documented to have it) and ``python_requirements`` on every node: always, even
+        without requirements. A requirements file that names boto3 itself decides its version."""
         relative = section["cluster"]["python_requirements"]
-        if not relative:
-            return []
-        path = spec.code_root / relative
-        if not path.is_file():
-            raise SparkPortableConfigError(
-                f"profile {spec.profile.name!r}: emr.cluster.python_requirements = {relative!r} is not a file "
-                f"under the project root {spec.code_root}"
-            )
-        requirements = self.put_artifact(section["s3_root"], "requirements.txt", path.read_bytes())
+        args = [section["python"]]
+        if relative:
+            path = spec.code_root / relative
+            if not path.is_file():
+                raise SparkPortableConfigError(
+                    f"profile {spec.profile.name!r}: emr.cluster.python_requirements = {relative!r} is not a file "
+                    f"under the project root {spec.code_root}"
+                )
+            text = path.read_bytes()
+            if not _BOTO3_NAME.search(text.decode("utf-8", "replace")):
+                args.append(emr_cluster.BOTO3_REQUIREMENT)
+            args += ["--requirement", self.put_artifact(section["s3_root"], "requirements.txt", text)]
+        else:
+            args.append(emr_cluster.BOTO3_REQUIREMENT)
         script = self.put_artifact(
             section["s3_root"], "install-requirements.sh", emr_cluster.REQUIREMENTS_BOOTSTRAP.encode()
         )
-        return [
-            {
-                "Name": "spark-portable: python requirements",
-                "ScriptBootstrapAction": {"Path": script, "Args": [section["python"], requirements]},
-            }
-        ]
+        return [{"Name": "spark-portable: python packages", "ScriptBootstrapAction": {"Path": script, "Args": args}}]
 
     def step(self, spec: JobSpec, section: dict[str, Any], app_uri: str, code_uri: str, channel: Channel) -> dict:
         if spec.env:
@@ -242,12 +303,54 @@ class EmrEngine(Engine):
         section = self.validate_profile(spec.profile)
         if section["cluster"] is not None:
             return self._submit_transient(spec, section, channel)
+        from botocore.exceptions import ClientError
+
         cluster_id = self.cluster_id(section)
         app_uri, code_uri = self.upload_artifacts(spec, section["s3_root"])
         step = self.step(spec, section, app_uri, code_uri, channel)
-        (step_id,) = self._emr().add_job_flow_steps(job_flow_id=cluster_id, steps=[step])
+        hook = self._emr()
+        level = self._step_concurrency(hook.conn, cluster_id)
+        active = self._live_steps(hook.conn, cluster_id)
+        try:
+            (step_id,) = hook.add_job_flow_steps(job_flow_id=cluster_id, steps=[step])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ValidationException":
+                raise  # throttling, outages: the task's retries handle them
+            active = self._live_steps(hook.conn, cluster_id)
+            if len(active) + 1 > ACTIVE_STEP_LIMIT:
+                raise EmrStepLimitReached(
+                    f"EMR cluster {cluster_id} refused the step: it has {len(active)} active steps (PENDING, "
+                    f"RUNNING or CANCEL_PENDING) and EMR accepts at most {ACTIVE_STEP_LIMIT}. It runs {level} "
+                    f"at a time (StepConcurrencyLevel), the rest only queue. Fix: put the tasks that use this "
+                    f"cluster in an Airflow pool with {level} slot(s), so Airflow queues them instead of EMR "
+                    "(see docs/emr.md). This try fails; a retry submits again"
+                ) from None
+            raise SparkPortableConfigError(f"EMR cluster {cluster_id} refused the step: {exc}") from None
         self.log.info("Added step %s (%s) to EMR cluster %s", step_id, spec.name, cluster_id)
+        if len(active) >= level:
+            self.log.warning(
+                "EMR cluster %s runs %d step(s) at a time (StepConcurrencyLevel) and %d are active: step %s "
+                "waits PENDING behind them, while this task's execution_timeout runs. An Airflow pool with %d "
+                "slot(s) for this cluster's tasks queues them in Airflow instead (docs/emr.md)",
+                cluster_id,
+                level,
+                len(active),
+                step_id,
+                level,
+            )
         return self._handle(cluster_id, step_id, spec.name, channel, transient=False)
+
+    @staticmethod
+    def _step_concurrency(conn, cluster_id: str) -> int:
+        return int(conn.describe_cluster(ClusterId=cluster_id)["Cluster"].get("StepConcurrencyLevel") or 1)
+
+    @staticmethod
+    def _live_steps(conn, cluster_id: str) -> list[dict[str, Any]]:
+        return [
+            step
+            for page in conn.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=_LIVE_STEP)
+            for step in page.get("Steps", [])
+        ]
 
     def _submit_transient(self, spec: JobSpec, section: dict[str, Any], channel: Channel) -> RunHandle:
         """A cluster of its own for this task try, created with the step in it: it ends when
@@ -294,7 +397,11 @@ class EmrEngine(Engine):
 
     def find_active_run(self, spec: JobSpec) -> RunHandle | None:
         """A step of this task instance (any try) still pending or running: Airflow 3 clears
-        XCom between tries, so it is found by its name (a transient cluster has the step's)."""
+        XCom between tries, so it is found by its name (a transient cluster has the step's).
+        A step still being cancelled (CANCEL_PENDING, or its transient cluster TERMINATING) is
+        live too: this waits for it to end (``cancel_wait_seconds``) before the retry submits,
+        so two copies never run into the same output; if it has not ended by then, it raises
+        (a retryable error) rather than start a second copy."""
         section = self.validate_profile(spec.profile)
         base = try_base(spec.name)
         conn = self._emr().conn
@@ -302,19 +409,52 @@ class EmrEngine(Engine):
             clusters = [(self.cluster_id(section), False)]
         else:
             self.check_connection()
+            pages = conn.get_paginator("list_clusters").paginate(ClusterStates=[*_ACTIVE_CLUSTER, "TERMINATING"])
             clusters = [
                 (cluster["Id"], True)
-                for page in conn.get_paginator("list_clusters").paginate(ClusterStates=_ACTIVE_CLUSTER)
+                for page in pages
                 for cluster in page.get("Clusters", [])
                 if try_base(cluster["Name"]) == base
             ]
         for cluster_id, transient in clusters:
-            for page in conn.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=_ACTIVE_STEP):
-                for step in page.get("Steps", []):
-                    if try_base(step["Name"]) == base:
-                        channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
-                        return self._handle(cluster_id, step["Id"], step["Name"], channel, transient)
+            if transient and conn.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATING":
+                self._await_end(conn, cluster_id, None, "its transient cluster is terminating")
+                continue
+            for step in self._live_steps(conn, cluster_id):
+                if try_base(step["Name"]) != base:
+                    continue
+                if step["Status"]["State"] == "CANCEL_PENDING":
+                    self._await_end(conn, cluster_id, step["Id"], "it is being cancelled (CANCEL_PENDING)")
+                    continue
+                channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
+                return self._handle(cluster_id, step["Id"], step["Name"], channel, transient)
         return None
+
+    def _await_end(self, conn, cluster_id: str, step_id: str | None, why: str) -> None:
+        """Wait for an earlier try's step (or transient cluster) to end; raise if it does not."""
+        what = f"step {step_id} on EMR cluster {cluster_id}" if step_id else f"EMR cluster {cluster_id}"
+        self.log.warning("An earlier try's %s is still live: %s. Waiting for it to end", what, why)
+        if not self._ended(conn, cluster_id, step_id, float(self.options.get("cancel_wait_seconds", 120))):
+            raise AirflowException(
+                f"an earlier try's {what} is still live ({why}) after "
+                f"{self.options.get('cancel_wait_seconds', 120)} s; not starting a second copy. A retry checks again"
+            )
+
+    def _ended(self, conn, cluster_id: str, step_id: str | None, timeout: float) -> bool:
+        """Whether the step (or, with no step, the cluster) has ended, waiting up to ``timeout``."""
+        interval = min(1.0, float(self.options.get("poll_interval_seconds", 30)))
+        deadline = time.monotonic() + timeout
+        while True:
+            if step_id is None:
+                ended = conn.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"].startswith(
+                    "TERMINATED"
+                )
+            else:
+                state = conn.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Status"]["State"]
+                ended = state not in _LIVE_STEP
+            if ended or time.monotonic() >= deadline:
+                return ended
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -330,12 +470,14 @@ class EmrEngine(Engine):
         reason = (status.get("StateChangeReason") or {}).get("Message", "")
         parts = [f"EMR step {step['Id']} {status['State']}", details.get("Reason"), details.get("Message"), reason]
         if state != SUCCEEDED and handle.get("transient"):
-            # A transient cluster that failed (bootstrap, capacity) cancels its step: that is
-            # a failure with the cluster's reason, not a user's cancellation.
+            # A transient cluster that failed (bootstrap, capacity, instances) cancels its
+            # step: that is a failure with the cluster's reason, not a user's cancellation.
+            # Decided by the reason's code (set while TERMINATING already, unlike the final
+            # state); the state only when EMR gave no code.
             cluster = self._emr().conn.describe_cluster(ClusterId=handle["cluster_id"])["Cluster"]["Status"]
             change = cluster.get("StateChangeReason") or {}
-            code = change.get("Code")  # set while TERMINATING already, unlike the final state
-            if cluster["State"] == "TERMINATED_WITH_ERRORS" or (code and code not in _USER_ENDED):
+            code = change.get("Code")
+            if code in _CLUSTER_FAILED or (not code and cluster["State"] == "TERMINATED_WITH_ERRORS"):
                 state = FAILED
                 parts.append(f"cluster {handle['cluster_id']} {code or 'failed'}: {change.get('Message', '')}")
         message = "; ".join(x for x in parts if x)
@@ -343,12 +485,19 @@ class EmrEngine(Engine):
             message += f" (log: {details['LogFile']})"
         return RunResult(state, message)
 
+    def poll(self, handle: RunHandle) -> RunResult | None:
+        """None while the step is live (PENDING, RUNNING, CANCEL_PENDING), else its result."""
+        step = self._describe(handle)
+        if step["Status"]["State"] in _LIVE_STEP:
+            return None
+        return self._result(handle, step)
+
     def wait(self, handle: RunHandle) -> RunResult:
         interval = float(self.options.get("poll_interval_seconds", 30))
         while True:
-            step = self._describe(handle)
-            if step["Status"]["State"] in _STEP_RESULT:
-                return self._result(handle, step)
+            result = self.poll(handle)
+            if result is not None:
+                return result
             time.sleep(interval)
 
     def trigger(self, handle: RunHandle, poll_interval: float) -> BaseTrigger | None:
@@ -362,26 +511,46 @@ class EmrEngine(Engine):
             aws_conn_id=handle.get("aws_conn_id"),
         )
 
-    def result_from_event(self, handle: RunHandle, event) -> RunResult:
-        # The trigger's event only says "done" or "error"; the step itself says how it ended.
-        return self._result(handle, self._describe(handle))
-
     # -- cancelling and logs -----------------------------------------------------------
 
     def cancel(self, handle: RunHandle) -> None:
+        """Stop the step and every Spark process of it. TERMINATE_PROCESS (SIGKILL to the step's
+        process tree), not SEND_INTERRUPT (SIGTERM to the step's own process only, which a
+        driver's children may outlive). That ends a client-mode driver; a cluster-mode driver
+        runs in YARN, apart from the step, which is why validate_profile allows cluster mode
+        on transient clusters only: their termination, here, ends it. Then waits (bounded by
+        ``cancel_wait_seconds``) for EMR to report the step ended."""
+        from botocore.exceptions import ClientError
+
         self.log.info("Cancelling EMR step %s on cluster %s", handle["step_id"], handle["cluster_id"])
         conn = self._emr().conn
         try:
             response = conn.cancel_steps(
-                ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption="SEND_INTERRUPT"
+                ClusterId=handle["cluster_id"], StepIds=[handle["step_id"]], StepCancellationOption=_CANCEL_OPTION
             )
             for info in response.get("CancelStepsInfoList", []):
                 if info.get("Status") == "FAILED":
                     self.log.warning("EMR did not cancel step %s: %s", info.get("StepId"), info.get("Reason"))
+        except ClientError as exc:
+            if not handle.get("transient"):
+                raise  # the step may still run: the caller must hear of it
+            self.log.warning(
+                "EMR refused to cancel step %s (%s); terminating its cluster ends it", handle["step_id"], exc
+            )
         finally:  # a transient cluster exists for this step only: never leave it billing
             if handle.get("transient"):
                 self.log.info("Terminating transient EMR cluster %s", handle["cluster_id"])
                 conn.terminate_job_flows(JobFlowIds=[handle["cluster_id"]])
+        timeout = float(self.options.get("cancel_wait_seconds", 120))
+        step_id = None if handle.get("transient") else handle["step_id"]
+        if self._ended(conn, handle["cluster_id"], step_id, timeout):
+            self.log.info("EMR %s ended", f"step {step_id}" if step_id else f"cluster {handle['cluster_id']}")
+        else:
+            self.log.warning(
+                "EMR %s has not ended %.0f s after the cancel request; check it in the console",
+                f"step {step_id} is still being cancelled and" if step_id else f"cluster {handle['cluster_id']}",
+                timeout,
+            )
 
     # -- logs, links, cost -------------------------------------------------------------
 
@@ -405,27 +574,50 @@ class EmrEngine(Engine):
         return links
 
     def fetch_logs(self, handle: RunHandle, succeeded: bool) -> list[str]:
-        """The step's stderr and stdout from the cluster's log URI. EMR uploads step logs
-        every few minutes, so wait for them a bounded time rather than report nothing."""
+        """The step's stderr and stdout from the cluster's log URI. EMR uploads step logs about
+        every 5 minutes, so a step that ran longer has partial copies there before it ends:
+        wait (bounded: ``success_log_wait_seconds`` / ``log_wait_seconds``) for copies uploaded
+        after the step's EndDateTime, and say so when the tail shown may be incomplete."""
         located = self._log_folder(handle)
         if located is None:
             return [f"(cluster {handle['cluster_id']} has no S3 log URI; step logs are on the master node)"]
         bucket, folder = located
         hook = self._s3()
-        wait = (
+        wait = float(
             self.options.get("success_log_wait_seconds", 60) if succeeded else self.options.get("log_wait_seconds", 300)
         )
-        deadline = time.monotonic() + float(wait)
+        end = (self._describe(handle)["Status"].get("Timeline") or {}).get("EndDateTime")
+        # S3's LastModified has whole seconds: a copy is final if uploaded from the next second on
+        final_from = _ceil_second(end) if end is not None else None
+        interval = min(10.0, float(self.options.get("poll_interval_seconds", 30)))
+        deadline = time.monotonic() + wait
         while True:
-            found = {name: f"{folder}/{name}.gz" for name in ("stderr", "stdout")}
-            found = {n: k for n, k in found.items() if hook.check_for_key(k, bucket_name=bucket)}
-            if found or time.monotonic() >= deadline:
+            found = {}
+            for name in ("stderr", "stdout"):
+                head = hook.head_object(f"{folder}/{name}.gz", bucket_name=bucket)
+                if head is not None:
+                    found[name] = head["LastModified"]
+            final = bool(found) and (final_from is None or all(t >= final_from for t in found.values()))
+            if final or time.monotonic() >= deadline:
                 break
-            time.sleep(10)
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
         if not found:
-            return [f"(no step logs under s3://{bucket}/{folder}/ yet; EMR uploads them within ~5 minutes)"]
+            return [
+                (
+                    f"(no step logs under s3://{bucket}/{folder}/ after waiting {wait:.0f} s; EMR uploads them "
+                    "about every 5 minutes: look there later)"
+                )
+            ]
         lines = []
-        for name, key in found.items():
+        if not final:
+            oldest = min(found.values())
+            lines.append(
+                f"(the step logs below were uploaded at {oldest:%H:%M:%S} UTC, before the step ended at "
+                f"{end:%H:%M:%S} UTC, and no later copy came within {wait:.0f} s: EMR uploads step logs about "
+                f"every 5 minutes, so the tail may be incomplete. The full log will be at s3://{bucket}/{folder}/)"
+            )
+        for name in found:
+            key = f"{folder}/{name}.gz"
             text = gzip.decompress(hook.get_key(key, bucket_name=bucket).get()["Body"].read()).decode(
                 "utf-8", "replace"
             )
@@ -463,3 +655,8 @@ class EmrEngine(Engine):
                     )
                 )
         return PriceTable.load().emr_estimate(conn.meta.region_name, usage, basis)
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)

@@ -18,7 +18,8 @@ ends, whatever its outcome (``KeepJobFlowAliveWhenNoSteps=False``). Profile shap
         #   master: {instance_type: m5.xlarge}
         #   core:   {instance_type: m5.2xlarge, count: 2}
         #   task:   {instance_type: m5.2xlarge, count: 4, market: spot}
-        python_requirements: jobs/requirements.txt   # pip-installed on every node at bootstrap
+        python_requirements: jobs/requirements.txt   # pip-installed on every node at bootstrap,
+                                             # with boto3 (always: the job side needs it)
         bootstrap_actions: [{name: ..., path: s3://..., args: [...]}]
         configurations: [...]                # EMR Configurations, as in the API
         tags: {team: research}
@@ -308,14 +309,30 @@ def run_job_flow_request(
     }
 
 
-# Installs the job's Python requirements on every node (the first bootstrap action, so user
-# actions can rely on them). $1: the cluster's Python, $2: the requirements file on S3.
+# What the job side needs on every node besides the job's own requirements: the runtime's S3
+# channel uses boto3, which EMR 7.x documents nowhere for its python3 (3.9). Pinned to a release that
+# supports Python 3.9 (boto3 1.43 needs 3.10).
+BOTO3_REQUIREMENT = "boto3==1.42.97"
+
+# Installs boto3 and the job's Python requirements on every node (the first bootstrap action,
+# so user actions can rely on them). $1: the cluster's Python; then pip requirement specifiers,
+# and ``--requirement s3://...`` for a requirements file on S3 (copied to the node first).
 REQUIREMENTS_BOOTSTRAP = """#!/bin/bash
-# airflow-spark-portable: pip-install a job's Python requirements on an EMR node.
+# airflow-spark-portable: pip-install what a job needs on an EMR node.
 set -euo pipefail
 python="$1"
-requirements="$2"
-local_copy="$(mktemp)"
-aws s3 cp "$requirements" "$local_copy"
-sudo "$python" -m pip install --quiet --requirement "$local_copy"
+shift
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = --requirement ]; then
+    local_copy="$(mktemp)"
+    aws s3 cp "$2" "$local_copy"
+    args+=(--requirement "$local_copy")
+    shift 2
+  else
+    args+=("$1")
+    shift
+  fi
+done
+sudo "$python" -m pip install --quiet "${args[@]}"
 """
