@@ -32,6 +32,8 @@ for _var in ("SPARK_REMOTE", "SPARK_PORTABLE_CONTEXT", "SPARK_PORTABLE_MESSAGES"
     os.environ.pop(_var, None)
 (_HOME / "dags").mkdir()
 
+from cluster.fixtures import aws_endpoint, spark  # noqa: E402, F401 (fixtures; shared with the Python 3.9 run)
+
 AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
 
 
@@ -173,47 +175,6 @@ def kill_session(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-@pytest.fixture(scope="session")
-def spark():
-    """One classic local SparkSession for the tests that run job classes in-process."""
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this venv's packages
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-
-
-@pytest.fixture
-def aws_endpoint(monkeypatch):
-    """moto's server on a free local port; boto3 (and Airflow's AWS hooks, and jobs started
-    from the test) reach it through AWS_ENDPOINT_URL, with throwaway credentials."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its state in the process, across servers: every test starts empty
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
-    for var in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    yield endpoint
-    server.stop()
 
 
 @pytest.fixture
