@@ -60,7 +60,8 @@ class Channel(ABC):
 
     @abstractmethod
     def write_context(self, context: JobContext) -> None:
-        """Write the context and clear messages left by an earlier submission."""
+        """Write the context; messages left by an earlier submission of this try must never
+        be read as the new run's (clear them, or keep each run's messages apart)."""
 
     @abstractmethod
     def read_new_messages(self) -> list[dict[str, Any]]:

@@ -22,7 +22,8 @@ from conftest import PROBE_TASK, TEST_JOBS, assert_probe_saw_its_task, kill_sess
 from harness.databricks_api import FakeDatabricks
 
 spark = pytest.mark.spark
-ROOT = "/Shared/asp"
+# the default workspace_root: the connection identity's home folder (the fake's default user)
+ROOT = "/Users/runner@example.com/spark-portable"
 NEW_CLUSTER = {
     "spark_version": "15.4.x-scala2.12",
     "node_type_id": "r5d.2xlarge",
@@ -50,7 +51,6 @@ def databricks(tmp_path, monkeypatch):
 def _project(tmp_path: Path, **section) -> Path:
     project = tmp_path / "project"
     project.mkdir(exist_ok=True)
-    section = {"workspace_root": ROOT, **section}
     if not {"new_cluster", "existing_cluster_id", "serverless"} & set(section):
         section["new_cluster"] = NEW_CLUSTER
     profile = {"spark_conf": {"spark.sql.shuffle.partitions": "4"}, "databricks": section}
@@ -132,6 +132,7 @@ def test_a_failed_run_fails_the_task_with_the_jobs_error_and_trace(dag_runner, d
 @spark
 def test_deferred_on_an_existing_cluster_with_session_conf(dag_runner, databricks, tmp_path):
     # An existing cluster takes no cluster conf per run: spark.sql.* reaches the job's session
+    databricks.add_cluster("0123-456789-abcdefgh")
     project = _project(tmp_path, existing_cluster_id="0123-456789-abcdefgh")
     source = _dag("dbx_deferred", "probe_job.py")
     env = {**_env(project), "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true"}
@@ -234,7 +235,7 @@ def test_a_library_that_cannot_be_installed_fails_the_task_with_the_reason(dag_r
 def test_profile_connection_and_secret_errors_are_clear(dag_runner, databricks, tmp_path):
     with pytest.raises(SparkPortableConfigError, match=r"must choose exactly one of new_cluster .*; it has none"):
         DatabricksEngine.validate_profile(
-            Profiles.from_dict({"profiles": {"p": {"databricks": {"workspace_root": ROOT}}}}, "x").get("p")
+            Profiles.from_dict({"profiles": {"p": {"databricks": {}}}}, "x").get("p")
         )
     with pytest.raises(SparkPortableConfigError, match="without the /Workspace prefix"):
         DatabricksEngine.validate_profile(
@@ -243,6 +244,7 @@ def test_profile_connection_and_secret_errors_are_clear(dag_runner, databricks, 
             ).get("p")
         )
     engine = DatabricksEngine({})
+    databricks.add_cluster("0123")
     spec = _spec(_project(tmp_path, existing_cluster_id="0123"), 1)
     wide = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.executor.memory": "8g"}})
     with pytest.raises(SparkPortableConfigError, match=r"conf \['spark.executor.memory'\]: an existing cluster"):
@@ -284,3 +286,68 @@ def test_a_connection_with_a_refused_token_fails_naming_it(databricks, tmp_path,
     ):
         engine.find_active_run(_spec(_project(tmp_path), 1))
     assert databricks.runs() == []
+
+
+def _profile(section: dict, spark_conf: dict | None = None):
+    body = {"databricks": section, **({"spark_conf": spark_conf} if spark_conf else {})}
+    return Profiles.from_dict({"profiles": {"p": body}}, "x").get("p")
+
+
+def test_serverless_environment_spec_and_confs_as_the_api_takes_them(databricks, tmp_path):
+    validate = DatabricksEngine.validate_profile
+    assert validate(_profile({"serverless": True}))["serverless"] == {"environment_version": "2"}
+    base = {"base_environment": "/Workspace/Users/runner@example.com/env.yaml"}
+    assert validate(_profile({"serverless": base}))["serverless"] == base  # no version added beside it
+    assert validate(_profile({"serverless": {"environment_version": 3}}))["serverless"] == {"environment_version": "3"}
+    with pytest.raises(SparkPortableConfigError, match="both environment_version and base_environment"):
+        validate(_profile({"serverless": {**base, "environment_version": "2"}}))
+    with pytest.raises(SparkPortableConfigError, match="serverless.client is deprecated .* environment_version: '2'"):
+        validate(_profile({"serverless": {"client": "2"}}))
+    with pytest.raises(SparkPortableConfigError, match=r"serverless has unknown keys \['python'\]"):
+        validate(_profile({"serverless": {"python": "3.12"}}))
+    # the profile's common spark_conf counts: serverless would refuse it when the job sets it
+    with pytest.raises(
+        SparkPortableConfigError, match=r"does not let a job set the Spark conf \['spark.sql.adaptive.enabled'\]"
+    ):
+        validate(_profile({"serverless": True}, {"spark.sql.adaptive.enabled": "true"}))
+
+    databricks.hold = True
+    engine = DatabricksEngine({})
+    project = _project(tmp_path, serverless=base)
+    spec = _spec(project, 1)
+    handle = engine.submit(spec, engine.open_channel(spec))
+    (environment,) = databricks.run(handle["run_id"]).payload["environments"]  # the fake accepted it
+    assert environment["spec"]["base_environment"] == base["base_environment"]
+    assert "environment_version" not in environment["spec"]
+    # and a task's conf= is held to the same list, before anything is uploaded
+    wide = JobSpec(**{**spec.__dict__, "name": spec.name + "x", "spark_conf": {"spark.sql.autoBroadcastJoinThreshold": "1"}})
+    with pytest.raises(SparkPortableConfigError, match=r"\['spark.sql.autoBroadcastJoinThreshold'\]"):
+        engine.submit(wide, engine.open_channel(wide))
+    assert len(databricks.runs()) == 1
+
+
+def test_engine_and_fake_agree_on_the_serverless_conf_list():
+    from airflow_spark_portable.engines.databricks import SERVERLESS_CONFS
+    from harness.databricks_api import SERVERLESS_CONFS as FAKE
+
+    assert SERVERLESS_CONFS == FAKE
+
+
+@spark
+def test_a_serverless_run_goes_through_spark_connect_with_its_session_conf(dag_runner, databricks, tmp_path):
+    project = _project(tmp_path, serverless=True)
+    outcome = dag_runner.run("dbx_serverless", _dag("dbx_serverless", "probe_job.py"), env=_env(project))
+    assert outcome.task_state == "success", outcome.output[-4000:]
+    assert outcome.metrics["shuffle_partitions"] == "4"  # set on the session, one of the allowed confs
+    (run,) = databricks.runs()
+    assert "--remote" in run.command  # the fake runs serverless tasks as Spark Connect clients
+
+
+def test_a_missing_secret_scope_fails_the_run_before_it_starts(databricks, tmp_path):
+    engine = DatabricksEngine({"poll_interval_seconds": 0.2})
+    spec = _spec(_project(tmp_path), 1)
+    spec = JobSpec(**{**spec.__dict__, "spark_conf": {"spark.sql.x.password": "{{secrets/no-such-scope/key}}"}})
+    handle = engine.submit(spec, engine.open_channel(spec))
+    result = engine.wait(handle)
+    assert result.state == "FAILED" and "no-such-scope" in result.message
+    assert databricks.run(handle["run_id"]).proc is None  # nothing ran

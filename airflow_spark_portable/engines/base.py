@@ -108,7 +108,9 @@ class Engine(ABC):
     def open_channel(self, spec: JobSpec) -> Channel: ...
 
     def find_active_run(self, spec: JobSpec) -> RunHandle | None:
-        """A still-running submission of this task instance from an earlier try, if any."""
+        """The run to reattach to instead of submitting: a still-running submission of this
+        task instance from an earlier try, or one this very try already made (an engine that
+        can tell), if any."""
         return None
 
     @abstractmethod

@@ -4,14 +4,18 @@ Built on the databricks provider: ``DatabricksHook`` talks to the API (with its 
 and connection handling), ``DatabricksExecutionTrigger`` waits while deferred. The run is one
 ``spark_python_task`` on a new job cluster from the profile, an existing cluster, or
 serverless compute. Artifacts (the job file and the project code as a wheel) are workspace
-files under content-hashed paths; the context and messages of each task try live in a
+files under content-hashed paths, used only when they hold exactly the bytes their name
+promises; the context of each task try and the messages of each of its runs live in a
 workspace folder of their own, which the job sees under ``/Workspace`` (one file per message:
-workspace files cannot be appended to).
+workspace files cannot be appended to). All of it is under a root only the connection's
+identity (and the workspace admins) can access: its home folder unless the profile names
+another private folder; ``/Shared`` is refused (see docs/databricks.md).
 
 Profile section ``databricks``::
 
     databricks:
-      workspace_root: /Shared/spark-portable   # artifacts/ and runs/ live under it
+      # workspace_root: /Users/<identity>/spark-portable (the default: the connection identity's
+      #   home folder; a folder of your own must be private to that identity, never /Shared)
       new_cluster:                             # or existing_cluster_id: 0123-456789-abcdefgh
         spark_version: 15.4.x-scala2.12        # or serverless: true (or {environment_version: "2"})
         node_type_id: r5d.2xlarge
@@ -35,8 +39,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_portable.artifacts import build_code_wheel, put_once
+from airflow_spark_portable.artifacts import ArtifactExists, build_code_wheel, put_once
 from airflow_spark_portable.costs import InstanceUsage, PriceTable
+from airflow_spark_portable.engines import databricks_rest as rest
 from airflow_spark_portable.engines.base import (
     CANCELLED,
     FAILED,
@@ -75,62 +80,119 @@ _ACTIVE = {"PENDING", "QUEUED", "RUNNING", "BLOCKED", "WAITING_FOR_RETRY"}
 _MESSAGE_FILE = re.compile(r"^\d{10}\.json$")
 # Databricks resolves {{secrets/scope/key}} on the cluster: the value never appears in the run.
 _SECRET_REFERENCE = re.compile(r"^\{\{secrets/[^/{}]+/[^/{}]+\}\}$")
+# workspace/import: "the base64-encoded content" of at most 10 MB, so ~7.5 MiB of file
+IMPORT_LIMIT = 10 * 1024 * 1024
+# The Spark confs serverless compute lets a job set (docs: "Configure Spark properties for
+# serverless notebooks and jobs"); any other one fails the job when its session sets it.
+SERVERLESS_CONFS = frozenset(
+    {
+        "spark.databricks.execution.timeout",
+        "spark.sql.legacy.timeParserPolicy",
+        "spark.sql.session.timeZone",
+        "spark.sql.shuffle.partitions",
+        "spark.sql.ansi.enabled",
+        "spark.sql.files.maxPartitionBytes",
+    }
+)
+_ENVIRONMENT_KEYS = {"environment_version", "base_environment", "dependencies", "java_dependencies"}
+DEFAULT_ENVIRONMENT_VERSION = "2"
+# Grants on the workspace root that are expected: the admins group has CAN_MANAGE on every
+# folder of a workspace and cannot lose it.
+_TRUSTED_GROUPS = {"admins"}
+HOME_FOLDER = "spark-portable"  # under /Users/<identity> when workspace_root is not set
+_PER_RUN = "messages/<run_id>/"  # the handle's layout of a run's messages
 
 
 class Workspace:
-    """Workspace files through the hook's JSON API (``workspace/import`` takes base64)."""
+    """Workspace files through the hook (``workspace/import`` takes base64)."""
 
     def __init__(self, hook) -> None:
         self.hook = hook
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        # (the provider >= 7.6 prefixes "api/" to endpoints itself)
-        return self.hook._do_api_call((method, f"2.0/workspace/{path}"), body)
+        return rest.call(self.hook, method, f"2.0/workspace/{path}", body)
+
+    def status(self, path: str) -> dict[str, Any] | None:
+        """``get-status`` of ``path`` (object_id, object_type...), None if nothing is there."""
+        try:
+            return self._call("GET", "get-status", {"path": path})
+        except rest.DatabricksError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
 
     def exists(self, path: str) -> bool:
-        try:
-            self._call("GET", "get-status", {"path": path})
-        except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
-                return False
-            raise
-        return True
+        return self.status(path) is not None
 
     def mkdirs(self, path: str) -> None:
         self._call("POST", "mkdirs", {"path": path})
 
     def put(self, path: str, data: bytes, overwrite: bool) -> None:
+        """Write ``path`` whole. Without ``overwrite`` a path that is taken raises
+        ``ArtifactExists`` (another run's upload, or a retried import that had succeeded)."""
+        content = base64.b64encode(data).decode()
+        if len(content) > IMPORT_LIMIT:
+            raise _too_large(path, len(data))
         self.mkdirs(path.rsplit("/", 1)[0])
-        body = {"path": path, "content": base64.b64encode(data).decode(), "format": "RAW", "overwrite": overwrite}
-        self._call("POST", "import", body)
+        body = {"path": path, "content": content, "format": "RAW", "overwrite": overwrite}
+        try:
+            self._call("POST", "import", body)
+        except rest.DatabricksError as exc:
+            if exc.code == "RESOURCE_ALREADY_EXISTS" and not overwrite:
+                raise ArtifactExists(path) from None
+            if exc.code == "MAX_NOTEBOOK_SIZE_EXCEEDED":
+                raise _too_large(path, len(data)) from None
+            raise
 
-    def get(self, path: str) -> bytes:
-        return base64.b64decode(self._call("GET", "export", {"path": path, "format": "RAW"}).get("content", ""))
+    def get(self, path: str) -> bytes | None:
+        """The file's bytes, None if it does not exist."""
+        try:
+            found = self._call("GET", "export", {"path": path, "format": "RAW"})
+        except rest.DatabricksError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return base64.b64decode(found.get("content", ""))
 
     def list(self, path: str) -> list[str]:
         try:
             objects = self._call("GET", "list", {"path": path}).get("objects", [])
-        except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+        except rest.DatabricksError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
                 return []
             raise
         return [o["path"] for o in objects if o.get("object_type") == "FILE"]
 
-    def delete(self, path: str) -> None:
-        try:
-            self._call("POST", "delete", {"path": path, "recursive": True})
-        except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(exc):
-                raise
+    def acl(self, path: str) -> list[dict[str, Any]]:
+        """The folder's access control list (``permissions/directories``), inherited grants
+        included."""
+        status = self.status(path)
+        if status is None:
+            raise rest.DatabricksError("RESOURCE_DOES_NOT_EXIST", 404, f"{path} does not exist", "get-status")
+        found = rest.call(self.hook, "GET", f"2.0/permissions/directories/{status['object_id']}")
+        return found.get("access_control_list", [])
+
+
+def _too_large(path: str, size: int) -> SparkPortableConfigError:
+    return SparkPortableConfigError(
+        f"{path}: {size} bytes; Databricks imports a workspace file only while its base64 content is at most "
+        f"10 MB ({IMPORT_LIMIT * 3 // 4} bytes of file). Keep large data out of the job's code (a Unity Catalog "
+        "volume or cloud storage)"
+    )
 
 
 class WorkspaceChannel(Channel):
-    """A task try's workspace folder: ``context.json`` and ``messages/<seq>.json``. Airflow
-    reaches it through the API; the job through the ``/Workspace`` mount on the cluster."""
+    """A task try's workspace folder: ``context.json``, ``run.json`` (the run it started) and
+    ``messages/<run_id>/<seq>.json``. Airflow reaches it through the API; the job through the
+    ``/Workspace`` mount on the cluster. Each run writes its messages under its own run id
+    (Databricks fills in ``{{job.run_id}}``), so nothing a run of this try wrote is ever
+    deleted or mistaken for another run's."""
 
-    def __init__(self, folder: str, conn_id: str) -> None:
+    def __init__(self, folder: str, conn_id: str, run_id: int | None = None, per_run: bool = True) -> None:
         self.folder = folder.rstrip("/")
         self.conn_id = conn_id
+        self.run_id = run_id
+        self.per_run = per_run  # False: a run submitted by a version that wrote messages/<seq>.json
         self._seen: set[str] = set()
 
     @property
@@ -143,7 +205,7 @@ class WorkspaceChannel(Channel):
 
     @property
     def messages_uri(self) -> str:
-        return f"/Workspace{self.folder}/messages/"
+        return f"/Workspace{self.folder}/messages/{{{{job.run_id}}}}/"
 
     def _workspace(self) -> Workspace:
         from airflow.providers.databricks.hooks.databricks import DatabricksHook
@@ -152,21 +214,37 @@ class WorkspaceChannel(Channel):
 
     def write_context(self, context: JobContext) -> None:
         workspace = self._workspace()
-        workspace.delete(self.folder)  # a re-run of the same try starts clean
         workspace.mkdirs(f"{self.folder}/messages")
         body = json.dumps(context.to_dict(), indent=2, default=str).encode()
         workspace.put(f"{self.folder}/context.json", body, overwrite=True)
-        self._seen.clear()
+
+    def record_run(self, run_id: int) -> None:
+        """Remember the run this try started: the same try executed again reattaches to it."""
+        self.run_id = run_id
+        self._workspace().put(f"{self.folder}/run.json", json.dumps({"run_id": run_id}).encode(), overwrite=True)
+
+    def recorded_run(self) -> int | None:
+        data = self._workspace().get(f"{self.folder}/run.json")
+        try:
+            return int(json.loads(data)["run_id"]) if data else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def read_new_messages(self) -> list[dict[str, Any]]:
+        if self.per_run and self.run_id is None:
+            raise RuntimeError("WorkspaceChannel: the run id is needed to read a run's messages")
         workspace = self._workspace()
         messages = []
-        names = sorted(p for p in workspace.list(f"{self.folder}/messages") if _MESSAGE_FILE.match(p.rsplit("/", 1)[1]))
+        listed = workspace.list(f"{self.folder}/messages" + (f"/{self.run_id}" if self.per_run else ""))
+        names = sorted(p for p in listed if _MESSAGE_FILE.match(p.rsplit("/", 1)[1]))
         for path in names:
             if path in self._seen:
                 continue
+            data = workspace.get(path)
+            if data is None:
+                continue
             try:
-                message = json.loads(workspace.get(path))
+                message = json.loads(data)
             except ValueError:
                 message = {"type": "malformed", "raw": path}
             messages.append(message if isinstance(message, dict) else {"type": "malformed"})
@@ -195,6 +273,74 @@ def _requirements(spec: JobSpec, relative: str | None) -> list[str]:
     return [line for line in lines if line]
 
 
+def _checked_root(value: Any, where: str) -> str | None:
+    """The profile's workspace_root, or None for the identity's own home folder. /Shared is
+    refused: every workspace user can manage it, so anyone could replace the code a run
+    executes, forge its messages or read its context."""
+    if value is None:
+        return None
+    root = str(value).rstrip("/")
+    if not root.startswith("/") or root.startswith("/Workspace/") or not root.strip("/"):
+        raise SparkPortableConfigError(
+            f"{where}: workspace_root = {value!r} must be a workspace folder such as "
+            "/Users/you@example.com/spark-portable (without the /Workspace prefix); leave it out to use "
+            "the connection identity's home folder"
+        )
+    if root == "/Shared" or root.startswith("/Shared/"):
+        raise SparkPortableConfigError(
+            f"{where}: workspace_root = {value!r} is under /Shared, which every workspace user can change: "
+            "they could replace the job's code (it runs as the connection's identity) or forge its results. "
+            "Leave workspace_root out (the identity's home folder, /Users/<name>/spark-portable) or name a "
+            "folder only that identity and the admins can access"
+        )
+    return root
+
+
+def _checked_environment(value: Any, where: str) -> dict[str, Any] | None:
+    """``serverless: true`` or an environment spec as the Jobs API takes it: exactly one of
+    ``environment_version`` and ``base_environment`` (environment_version "2" if neither),
+    optional ``dependencies`` / ``java_dependencies``."""
+    if not value:
+        return None
+    if value is True:
+        return {"environment_version": DEFAULT_ENVIRONMENT_VERSION}
+    if not isinstance(value, dict):
+        raise SparkPortableConfigError(f"{where}: serverless must be true or an environment spec mapping")
+    if "client" in value:
+        raise SparkPortableConfigError(
+            f"{where}: serverless.client is deprecated by Databricks; write environment_version: "
+            f"{str(value['client'])!r} instead"
+        )
+    unknown = sorted(set(value) - _ENVIRONMENT_KEYS)
+    if unknown:
+        raise SparkPortableConfigError(
+            f"{where}: serverless has unknown keys {unknown}; an environment spec takes {sorted(_ENVIRONMENT_KEYS)}"
+        )
+    chosen = [k for k in ("environment_version", "base_environment") if value.get(k) not in (None, "")]
+    if len(chosen) > 1:
+        raise SparkPortableConfigError(
+            f"{where}: serverless sets both environment_version and base_environment; a base environment "
+            "carries its own version: keep one"
+        )
+    spec = {k: (str(v) if k in chosen else v) for k, v in value.items()}
+    for key in ("dependencies", "java_dependencies"):
+        if key in spec and not (isinstance(spec[key], list) and all(isinstance(d, str) for d in spec[key])):
+            raise SparkPortableConfigError(f"{where}: serverless.{key} must be a list of strings")
+    if not chosen:
+        spec["environment_version"] = DEFAULT_ENVIRONMENT_VERSION
+    return spec
+
+
+def _check_serverless_conf(conf: dict[str, str], where: str) -> None:
+    refused = sorted(k for k in conf if k not in SERVERLESS_CONFS)
+    if refused:
+        raise SparkPortableConfigError(
+            f"{where}: serverless compute does not let a job set the Spark conf {refused}; it accepts only "
+            f"{sorted(SERVERLESS_CONFS)}. Remove those keys for this profile (move shared ones from spark_conf "
+            "into the other engines' conf sections) or run on new_cluster"
+        )
+
+
 class DatabricksEngine(Engine):
     name = "databricks"
 
@@ -207,28 +353,24 @@ class DatabricksEngine(Engine):
             where,
             "new_cluster (a job cluster per run), existing_cluster_id or serverless",
         )
-        root = str(section.get("workspace_root") or "")
-        if not root.startswith("/") or root.startswith("/Workspace/") or len(root.strip("/")) == 0:
-            raise SparkPortableConfigError(
-                f"{where}: workspace_root = {section.get('workspace_root')!r} must be a workspace folder such as "
-                "/Shared/spark-portable or /Users/you@example.com/spark-portable (without the /Workspace prefix)"
-            )
+        root = _checked_root(section.get("workspace_root"), where)
         new_cluster = section.get("new_cluster")
         if new_cluster is not None and (not isinstance(new_cluster, dict) or "spark_version" not in new_cluster):
             raise SparkPortableConfigError(f"{where}: new_cluster must be a cluster spec with at least spark_version")
-        serverless = section.get("serverless")
-        if serverless and not isinstance(serverless, (bool, dict)):
-            raise SparkPortableConfigError(f"{where}: serverless must be true or an environment spec mapping")
+        serverless = _checked_environment(section.get("serverless"), where)
         timeout = section.get("timeout_seconds", 0)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
             raise SparkPortableConfigError(f"{where}: timeout_seconds = {timeout!r} must be a whole number >= 0")
+        conf = spark_conf_strings(section.get("conf"), where)
+        if serverless is not None:
+            _check_serverless_conf({**profile.spark_conf, **conf}, f"{where} (with the profile's spark_conf)")
         return {
-            "workspace_root": root.rstrip("/"),
+            "workspace_root": root,
             "new_cluster": dict(new_cluster) if new_cluster else None,
             "existing_cluster_id": section.get("existing_cluster_id"),
-            "serverless": (serverless if isinstance(serverless, dict) else {}) if serverless else None,
+            "serverless": serverless,
             "python_requirements": section.get("python_requirements"),
-            "conf": spark_conf_strings(section.get("conf"), where),
+            "conf": conf,
             "timeout_seconds": timeout,
             "region": str(section.get("region", "us-east-1")),
         }
@@ -244,6 +386,7 @@ class DatabricksEngine(Engine):
         self._ended: dict[int, dict[str, Any]] = {}
         self._outputs: dict[int, dict[str, Any]] = {}
         self._connected = None
+        self._root: str | None = None
 
     def _hook(self):
         """The provider's hook, made once per engine (it resolves the connection)."""
@@ -266,21 +409,83 @@ class DatabricksEngine(Engine):
             raise
         return hook
 
+    # -- where the artifacts and runs live ----------------------------------------------
+
+    def workspace_root(self, section: dict[str, Any]) -> str:
+        """The profile's workspace_root, else ``/Users/<identity>/spark-portable`` (the
+        connection identity's home folder), checked once per engine to be private."""
+        if self._root is None:
+            hook = self._hook()
+            try:
+                identity = rest.current_identity(hook)
+            except rest.DatabricksError as exc:
+                raise self._refused(exc) if exc.status in (401, 403) else exc from None
+            root = section["workspace_root"] or f"/Users/{identity}/{HOME_FOLDER}"
+            self._check_private(Workspace(hook), root, identity)
+            self._root = root
+        return self._root
+
+    def _check_private(self, workspace: Workspace, root: str, identity: str) -> None:
+        """``root`` must grant nothing to anyone but ``identity`` and the admins: whoever can
+        write it can change the code runs execute as ``identity``; whoever can read it, read
+        every task's context."""
+        try:
+            workspace.mkdirs(root)
+            acl = workspace.acl(root)
+        except rest.DatabricksError as exc:
+            if exc.code == "PERMISSION_DENIED":
+                raise SparkPortableConfigError(
+                    f"workspace_root {root}: {identity} may not create or inspect it ({exc.message}). Leave "
+                    "workspace_root out to use that identity's home folder, or have an admin give it CAN_MANAGE"
+                ) from None
+            raise
+        others = []
+        for entry in acl:
+            principal = entry.get("user_name") or entry.get("service_principal_name")
+            group = entry.get("group_name")
+            if principal == identity or group in _TRUSTED_GROUPS:
+                continue
+            levels = sorted({p.get("permission_level", "?") for p in entry.get("all_permissions", [])})
+            name = f"group {group}" if group else (principal or "?")
+            others.append(f"{name} ({', '.join(levels)})")
+        if others:
+            raise SparkPortableConfigError(
+                f"workspace_root {root} is shared with {'; '.join(others)}: they could read the tasks' contexts "
+                f"or change the code runs execute as {identity}. Remove those grants (folder Permissions in the "
+                "workspace UI), or leave workspace_root out to use the identity's home folder"
+            )
+
+    def _refused(self, exc: Exception) -> SparkPortableConfigError:
+        return SparkPortableConfigError(
+            f"engine_options databricks_conn_id={self.conn_id!r}: the workspace refused its credentials "
+            f"({exc}). Fix the connection's token or service principal"
+        )
+
     # -- the pipes ----------------------------------------------------------------------
 
     def open_channel(self, spec: JobSpec) -> Channel:
         section = self.validate_profile(spec.profile)
-        return WorkspaceChannel(f"{section['workspace_root']}/runs/{spec.name}", self.conn_id)
+        return WorkspaceChannel(f"{self.workspace_root(section)}/runs/{spec.name}", self.conn_id)
 
     def channel_for(self, handle: RunHandle) -> Channel:
-        return WorkspaceChannel(handle["channel_uri"], handle.get("databricks_conn_id", "databricks_default"))
+        conn_id = handle.get("databricks_conn_id", "databricks_default")
+        per_run = handle.get("messages") == _PER_RUN  # handles from before have no such key
+        return WorkspaceChannel(handle["channel_uri"], conn_id, handle["run_id"], per_run=per_run)
 
     # -- submitting ---------------------------------------------------------------------
 
     def put_artifact(self, workspace: Workspace, root: str, name: str, data: bytes) -> str:
-        """``artifacts.put_once`` in workspace files."""
+        """``artifacts.put_once`` in workspace files: a file already at the content-addressed
+        path is used only if it holds these very bytes (read back and compared), and a
+        concurrent first upload of the same bytes is success."""
         return put_once(
-            root, name, data, workspace.exists, lambda path, body: workspace.put(path, body, overwrite=False), self.log
+            root,
+            name,
+            data,
+            workspace.exists,
+            lambda path, body: workspace.put(path, body, overwrite=False),
+            self.log,
+            read=workspace.get,
         )
 
     @staticmethod
@@ -308,6 +513,8 @@ class DatabricksEngine(Engine):
                 f"conf {referenced}: Databricks resolves secret references in a job cluster's conf only; on an "
                 "existing cluster or serverless, read the secret in the job (dbutils.secrets) or use new_cluster"
             )
+        if section["serverless"] is not None:
+            _check_serverless_conf(conf, f"profile {spec.profile.name!r} with the task's conf")
         cluster_level = sorted(k for k in conf if not k.startswith("spark.sql."))
         if cluster_level:
             raise SparkPortableConfigError(
@@ -327,7 +534,7 @@ class DatabricksEngine(Engine):
         refuse_secret_args(spec.application_args, "the run's task parameters")
         cluster_conf, session_conf = self._checked_conf(spec, section)
         workspace = Workspace(self._hook())
-        root = section["workspace_root"]
+        root = self.workspace_root(section)
         app = self.put_artifact(workspace, root, spec.application.name, spec.application.read_bytes())
         wheel_name, wheel = build_code_wheel(spec.code_root)
         wheel_path = "/Workspace" + self.put_artifact(workspace, root, wheel_name, wheel)
@@ -348,7 +555,7 @@ class DatabricksEngine(Engine):
         if section["serverless"] is not None:
             if spec.env:
                 raise SparkPortableConfigError("env=: serverless compute takes no environment variables")
-            environment = {"environment_version": "2", **section["serverless"]}
+            environment = dict(section["serverless"])  # environment_version or base_environment, checked
             environment["dependencies"] = [*environment.get("dependencies", []), wheel_path, *requirements]
             body["environments"] = [{"environment_key": _ENVIRONMENT_KEY, "spec": environment}]
             task["environment_key"] = _ENVIRONMENT_KEY
@@ -371,8 +578,9 @@ class DatabricksEngine(Engine):
         section = self.validate_profile(spec.profile)
         body = self.payload(spec, section, channel)
         hook = self._hook()
-        run_id = hook.submit_run(body)
+        run_id = hook.submit_run(body)  # the same try submitted again gets this run back (token)
         self.log.info("Submitted Databricks run %s (%s)", run_id, spec.name)
+        channel.record_run(run_id)
         return self._handle(hook, run_id, spec.name, channel, section["region"])
 
     def _handle(self, hook, run_id: int, run_name: str, channel: Channel, region: str) -> RunHandle:
@@ -382,37 +590,43 @@ class DatabricksEngine(Engine):
             "run_name": run_name,
             "run_page_url": hook.get_run_page_url(run_id),
             "channel_uri": channel.uri,
+            "messages": _PER_RUN,
             "region": region,
             "databricks_conn_id": self.conn_id,
         }
 
     def find_active_run(self, spec: JobSpec) -> RunHandle | None:
-        """An active one-time run of this task instance (any try), found by its run name:
-        Airflow 3 clears XCom between tries."""
+        """The run to follow instead of submitting: the run this very try already started
+        (recorded in its folder, whatever its state: its messages are there), else an active
+        one-time run of an earlier try of this task instance, found by its run name (Airflow 3
+        clears XCom between tries)."""
         section = self.validate_profile(spec.profile)
         hook = self._hook()
-        base = try_base(spec.name)
-        offset = 0
-        while True:
-            try:  # the first call of a task try: refused credentials get named here
-                page = hook._do_api_call(
-                    ("GET", "2.1/jobs/runs/list"),
-                    {"active_only": "true", "run_type": "SUBMIT_RUN", "limit": 25, "offset": offset},
-                )
+        root = self.workspace_root(section)
+        this_try = WorkspaceChannel(f"{root}/runs/{spec.name}", self.conn_id)
+        recorded = this_try.recorded_run()
+        if recorded is not None:
+            try:
+                state = hook.get_run(recorded)["state"]["life_cycle_state"]
             except Exception as exc:
-                if re.search(r"Status Code: 40[13]\b", str(exc)):
-                    raise SparkPortableConfigError(
-                        f"engine_options databricks_conn_id={self.conn_id!r}: the workspace refused its "
-                        f"credentials ({exc}). Fix the connection's token or service principal"
-                    ) from None
-                raise
-            for run in page.get("runs", []):
-                if try_base(run.get("run_name", "")) == base and run["state"]["life_cycle_state"] in _ACTIVE:
-                    channel = WorkspaceChannel(f"{section['workspace_root']}/runs/{run['run_name']}", self.conn_id)
-                    return self._handle(hook, run["run_id"], run["run_name"], channel, section["region"])
-            if not page.get("has_more"):
-                return None
-            offset += len(page.get("runs", [])) or 25
+                error = rest.error_of(exc, "jobs/runs/get")
+                if error is None or error.code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+                # deleted from the run history (or expired): this try starts a new run
+                self.log.warning("This try's run %s no longer exists (%s); submitting again", recorded, error.message)
+            else:
+                self.log.info("This try already started Databricks run %s (%s): following it", recorded, state)
+                return self._handle(hook, recorded, spec.name, this_try, section["region"])
+        base = try_base(spec.name)
+        try:
+            runs = rest.list_active_submit_runs(hook)
+        except rest.DatabricksError as exc:
+            raise self._refused(exc) if exc.status in (401, 403) else exc from None
+        for run in runs:
+            if try_base(run.get("run_name", "")) == base and run["state"]["life_cycle_state"] in _ACTIVE:
+                channel = WorkspaceChannel(f"{root}/runs/{run['run_name']}", self.conn_id)
+                return self._handle(hook, run["run_id"], run["run_name"], channel, section["region"])
+        return None
 
     # -- waiting ------------------------------------------------------------------------
 

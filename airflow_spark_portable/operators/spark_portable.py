@@ -369,7 +369,7 @@ class SparkPortableOperator(BaseOperator):
         channel = engine.open_channel(spec)
         handle = engine.find_active_run(spec)
         if handle is not None:
-            self.log.info("Reattaching to the still running %s from an earlier try: %s", engine.name, handle)
+            self.log.info("Reattaching to the %s run this task instance already started: %s", engine.name, handle)
         else:
             channel.write_context(spec.context)
             handle = engine.submit(spec, channel)

@@ -98,6 +98,8 @@ class FileTransport:
 
     def write_message(self, message: dict[str, Any]) -> None:
         if self.messages_path.endswith("/"):
+            # the run's own folder (Databricks: messages/<run id>/), made by its first message
+            os.makedirs(self.messages_path, mode=0o700, exist_ok=True)
             path = message_key(self.messages_path, int(message["seq"]))
             write_private(path, json.dumps(message, separators=(",", ":"), default=str))
             return

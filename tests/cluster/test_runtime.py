@@ -262,3 +262,18 @@ def test_session_conf_errors_tell_a_bad_value_from_a_static_conf(session):
         assert result[case].startswith(
             f"ValueError: Spark conf {key} cannot be set per job on a shared Spark application"
         ), result[case]
+
+
+def test_folder_messages_go_into_a_run_folder_the_first_message_makes(tmp_path):
+    # Databricks: the engine names messages/<run id>/ before the run exists; the job makes it
+    from airflow_spark_portable.runtime.transport import open_transport
+
+    context = tmp_path / "context.json"
+    context.write_text("{}")
+    messages = tmp_path / "messages" / "1234"
+    transport = open_transport(str(context), f"{messages}/")
+    transport.write_message({"type": "log", "seq": 1, "line": "one"})
+    transport.write_message({"type": "log", "seq": 2, "line": "two"})
+    assert sorted(p.name for p in messages.iterdir()) == ["0000000001.json", "0000000002.json"]
+    assert json.loads((messages / "0000000002.json").read_text())["line"] == "two"
+    assert (messages.stat().st_mode & 0o777) == 0o700
