@@ -19,6 +19,8 @@ _OPTIONS = {
     "bundled airflow_spark_portable/prices/aws.yaml.",
 }
 
+_INTEGERS = {"local_max_parallel", "local_connect_idle_timeout"}
+
 
 def get_provider_info() -> dict:
     return {
@@ -27,10 +29,22 @@ def get_provider_info() -> dict:
         "description": "Run the same PySpark job on local spark-submit, AWS EMR or Databricks, "
         "chosen per task by one `engine` key.",
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Spark Portable",
+                "tags": ["software"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": "Spark Portable",
                 "python-modules": ["airflow_spark_portable.operators.spark_portable"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Spark Portable",
+                "python-modules": ["airflow_spark_portable.triggers"],
             }
         ],
         "connection-types": [],
@@ -45,9 +59,9 @@ def get_provider_info() -> dict:
                     name: {
                         "description": text,
                         "version_added": "0.1.0",
-                        "type": "string",
+                        "type": "integer" if name in _INTEGERS else "string",
                         "example": None,
-                        "default": DEFAULTS[name],
+                        "default": DEFAULTS[name] or None,
                     }
                     for name, text in _OPTIONS.items()
                 },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import AIRFLOW_BIN, ROOT, cli_json, cli_value
 
@@ -66,3 +67,20 @@ def test_the_extra_links_are_registered_and_serialised_with_their_xcom_keys():
         "Spark logs": "spark_portable_logs_url",
     }
     assert SparkRunLink().xcom_key == "spark_portable_run_url" and SparkLogsLink().kind == "logs"
+
+
+def test_provider_info_is_valid_and_declares_the_trigger_and_integer_options():
+    import json
+
+    import airflow
+    import jsonschema
+
+    from airflow_spark_portable.provider_info import get_provider_info
+
+    info = get_provider_info()
+    jsonschema.validate(info, json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text()))
+    assert info["triggers"] == [{"integration-name": "Spark Portable", "python-modules": ["airflow_spark_portable.triggers"]}]
+    assert {i["integration-name"] for i in info["integrations"]} == {"Spark Portable"}
+    options = info["config"]["spark_portable"]["options"]
+    assert options["local_connect_idle_timeout"] == {**options["local_connect_idle_timeout"], "type": "integer", "default": "600"}
+    assert options["local_max_parallel"]["type"] == "integer" and options["local_max_parallel"]["default"] is None
