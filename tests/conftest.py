@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,12 @@ class DagRunOutcome:
     returncode: int
     output: str
     result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The output as words: no ANSI colours, whitespace runs as one space. Airflow 3.0
+        prints an exception through rich, wrapped at the terminal width and coloured."""
+        return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", self.output).split())
 
     @property
     def task_state(self) -> str | None:
