@@ -28,6 +28,7 @@ import glob
 import hashlib
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -145,7 +146,8 @@ def requirements(provider: Path, version: str) -> str:
         f"--find-links {PLUGINS}\n"
         f"airflow-spark-portable[{EXTRAS}]=={provider.name.split('-')[1]}\n"
     )
-    assert not HAS_CONSTRAINT.search(text)  # MWAA would drop its own constraints
+    if HAS_CONSTRAINT.search(text):  # MWAA would then not apply its own constraints
+        raise SystemExit("requirements.txt must not contain '-c ' or '--constraint '")
     return text
 
 
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> Path:
                         help="an environment variable for startup.sh (repeatable), e.g. CC_GRAPH_OUTPUT_ROOT=s3://b/out")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / "mwaa")
     args = parser.parse_args(argv)
+    if sys.platform != "linux" or platform.machine() != "x86_64":  # the wheels are built for this host
+        raise SystemExit(f"build the MWAA bundle on Linux x86_64, as MWAA's workers are (this is {platform.platform()})")
     startup = startup_script(args.env) if args.env else None
     out = args.out.resolve()
     if out.exists():

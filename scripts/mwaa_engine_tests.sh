@@ -5,7 +5,7 @@
 # MWAA's constraint files (deploy/mwaa/<version>/), the databricks provider at MWAA's pin, this
 # checkout (editable, no dependencies) and the test tools. Two deviations, both test-side only:
 # moto 5.2.5 (the image's constraints pin an older moto, whose S3 lacks conditional writes, which
-# real S3 has), and no pyspark[connect] (those constraints cannot install it), so the serverless
+# real S3 has; with it py-partiql-parser), and no pyspark[connect] (those constraints cannot install it), so the serverless
 # runs of the Databricks fake are left out. About 8 minutes; not part of the CI run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,25 @@ if [ ! -f "$venv/.complete" ]; then
     publicsuffixlist pyyaml jsonschema "pandas<3"
   "${pip[@]}" install "moto[server]==5.2.5"
   "${pip[@]}" install --no-deps -e .
+  # the test tools must not have moved the image's own pins (boto3, botocore, Airflow, providers)
+  "$venv/bin/python" - "$data/airflow_constraints.txt" "$data/mwaa_essential_constraints.txt" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+moved = []
+for path in sys.argv[1:]:
+    for line in open(path):
+        name, sep, pin = line.strip().partition("==")
+        if not sep or name in ("moto", "py-partiql-parser") or line.startswith("#"):  # the test-side moto
+            continue
+        try:
+            found = version(name)
+        except PackageNotFoundError:
+            continue
+        if found != pin:
+            moved.append(f"{name} {found} (MWAA pins {pin})")
+if moved:
+    sys.exit("the test venv no longer has MWAA's pins: " + ", ".join(moved))
+PY
   touch "$venv/.complete"
 fi
 [ -d .cluster/node ] || bash scripts/cluster_env.sh node

@@ -90,7 +90,8 @@ def test_the_job_runs_as_a_one_time_run_with_the_same_context_and_metrics(dag_ru
     python_task = task["spark_python_task"]
     assert python_task["python_file"].startswith(f"{ROOT}/artifacts/") and python_task["source"] == "WORKSPACE"
     params = python_task["parameters"]
-    assert params[params.index("--spark-portable-context") + 1] == f"/Workspace{ROOT}/runs/{run.run_name}/context.json"
+    context = params[params.index("--spark-portable-context") + 1]  # the try's folder: run name + token
+    assert re.fullmatch(rf"/Workspace{re.escape(ROOT)}/runs/{re.escape(run.run_name)}\.[0-9a-f]{{16}}/context\.json", context)
     (wheel,) = [lib["whl"] for lib in task["libraries"]]
     assert wheel.startswith(f"/Workspace{ROOT}/artifacts/") and "/spark_portable_code-0+" in wheel
     cluster = task["new_cluster"]
@@ -322,11 +323,17 @@ def test_serverless_environment_spec_and_confs_as_the_api_takes_them(databricks,
     (environment,) = databricks.run(handle["run_id"]).payload["environments"]  # the fake accepted it
     assert environment["spec"]["base_environment"] == base["base_environment"]
     assert "environment_version" not in environment["spec"]
+    # every conf of serverless's list is taken, spark.databricks.* as well as spark.sql.*
+    allowed = {"spark.databricks.execution.timeout": "600", "spark.sql.ansi.enabled": "false"}
+    timed = JobSpec(**{**_spec(project, 2).__dict__, "spark_conf": allowed})  # another try: another run
+    timed_run = engine.submit(timed, engine.open_channel(timed))
+    params = databricks.run(timed_run["run_id"]).payload["tasks"][0]["spark_python_task"]["parameters"]
+    assert json.loads(params[params.index("--spark-portable-session-conf") + 1]) == allowed
     # and a task's conf= is held to the same list, before anything is uploaded
     wide = JobSpec(**{**spec.__dict__, "name": spec.name + "x", "spark_conf": {"spark.sql.autoBroadcastJoinThreshold": "1"}})
     with pytest.raises(SparkPortableConfigError, match=r"\['spark.sql.autoBroadcastJoinThreshold'\]"):
-        engine.submit(wide, engine.open_channel(wide))
-    assert len(databricks.runs()) == 1
+        engine.open_channel(wide)  # before the context or any artifact is uploaded
+    assert len(databricks.runs()) == 2
 
 
 def test_engine_and_fake_agree_on_the_serverless_conf_list():

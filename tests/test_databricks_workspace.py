@@ -6,15 +6,16 @@ databricks_api.py), which has identities, folder ACLs and Databricks' error code
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
 import pytest
 
 from airflow_spark_portable.artifacts import ArtifactConflict
-from airflow_spark_portable.engines.base import SUCCEEDED, JobSpec
+from airflow_spark_portable.engines.base import SUCCEEDED, JobSpec, run_name
 from airflow_spark_portable.engines.databricks import DatabricksEngine, Workspace
-from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.exceptions import SparkJobFailed, SparkPortableConfigError
 from airflow_spark_portable.profiles import Profiles
 from airflow_spark_portable.runtime import protocol
 from test_databricks_engine import ROOT, _project, _spec, databricks  # noqa: F401 (a fixture)
@@ -153,6 +154,65 @@ def test_the_same_try_executed_again_keeps_and_reads_its_runs_report(databricks,
     assert again.wait(second).state == SUCCEEDED
     assert protocol.COMPLETED in _types(again.channel_for(second).read_new_messages())
     assert protocol.COMPLETED in _types(DatabricksEngine({}).channel_for(handle).read_new_messages())
+
+    # and where a token gives back only an active run (the older reading of the API), the
+    # new run's report is its own: each run writes under its own id
+    databricks.token_dedupes_finished_runs = False
+    databricks.workspace_file(f"{handle['channel_uri']}/run.json").unlink()
+    third = _submitted(again, spec)
+    assert third["run_id"] != handle["run_id"] and third["channel_uri"] == handle["channel_uri"]
+    assert again.wait(third).state == SUCCEEDED
+    own = again.channel_for(third).read_new_messages()
+    assert protocol.COMPLETED in _types(own) and len(own) == len(DatabricksEngine({}).channel_for(handle).read_new_messages())
+
+
+def _with_run_id(spec: JobSpec, run_id: str) -> JobSpec:
+    run = dataclasses.replace(spec.context.run, run_id=run_id)
+    context = dataclasses.replace(spec.context, run=run)
+    return dataclasses.replace(spec, context=context, name=run_name(context))
+
+
+def test_a_try_follows_only_its_own_runs(databricks, tmp_path):
+    databricks.hold = True
+    project = _project(tmp_path)
+    engine = DatabricksEngine({})
+    first = _with_run_id(_spec(project, 1), "manual__2024-01-01T00:00:00+00:00")
+    other = _with_run_id(_spec(project, 1), "manual__2024-01-01T00_00_00_00_00")
+    assert first.name == other.name  # one run name once sanitised, two task instances
+    handle = _submitted(engine, first)
+    assert engine.open_channel(other).uri != handle["channel_uri"]
+    assert engine.find_active_run(other) is None  # neither its recorded run nor its earlier try
+    assert engine.find_active_run(dataclasses.replace(first, context=dataclasses.replace(
+        first.context, run=dataclasses.replace(first.context.run, try_number=2))))["run_id"] == handle["run_id"]
+
+    # a recorded run that no longer exists: a clear error, not a resubmit its token would refuse
+    lost = _spec(project, 1, "lost")
+    channel = engine.open_channel(lost)
+    channel.write_context(lost.context)
+    channel.record_run(987654, engine.idempotency_token(lost))
+    with pytest.raises(SparkJobFailed, match=r"run 987654, which this task try started .* no longer exists"):
+        engine.find_active_run(lost)
+
+
+def test_an_earlier_tries_run_is_followed_only_if_this_identity_submitted_it(databricks, tmp_path, monkeypatch):
+    databricks.hold = True
+    project = _project(tmp_path)
+    handle = _submitted(DatabricksEngine({}), _spec(project, 1))
+    assert DatabricksEngine({}).find_active_run(_spec(project, 2))["run_id"] == handle["run_id"]
+    # an admin (another deployment's identity) sees every run, and follows none of others'
+    databricks.add_identity("ops@example.com", "dapi-ops", admin=True)
+    conn = {"conn_type": "databricks", "host": databricks.host, "port": databricks.port, "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_DBX_OPS", json.dumps({**conn, "password": "dapi-ops"}))
+    assert DatabricksEngine({"databricks_conn_id": "dbx_ops"}).find_active_run(_spec(project, 2)) is None
+
+
+def test_a_grant_on_a_folder_under_the_root_is_refused_too(databricks, tmp_path):
+    databricks.add_identity("mallory@example.com", "dapi-mallory")
+    databricks.hold = True
+    _submitted(DatabricksEngine({}), _spec(_project(tmp_path), 1))  # makes artifacts/ and runs/
+    databricks.grant(f"{ROOT}/runs", "mallory@example.com", "CAN_EDIT")
+    with pytest.raises(SparkPortableConfigError, match=rf"mallory@example.com \(CAN_EDIT on {ROOT}/runs\)"):
+        DatabricksEngine({}).open_channel(_spec(_project(tmp_path), 2))
 
 
 def test_a_run_deferred_before_the_upgrade_is_still_read_from_its_old_layout(databricks, tmp_path):

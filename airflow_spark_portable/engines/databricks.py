@@ -53,7 +53,7 @@ from airflow_spark_portable.engines.base import (
     safe_tags,
     try_base,
 )
-from airflow_spark_portable.exceptions import SparkPortableConfigError
+from airflow_spark_portable.exceptions import SparkJobFailed, SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
 from airflow_spark_portable.redaction import refuse, refuse_secret_args, sensitive_keys
@@ -218,15 +218,19 @@ class WorkspaceChannel(Channel):
         body = json.dumps(context.to_dict(), indent=2, default=str).encode()
         workspace.put(f"{self.folder}/context.json", body, overwrite=True)
 
-    def record_run(self, run_id: int) -> None:
-        """Remember the run this try started: the same try executed again reattaches to it."""
+    def record_run(self, run_id: int, token: str) -> None:
+        """Remember the run this try started (with the try's idempotency token, which names
+        the task instance and try exactly): the same try executed again follows it."""
         self.run_id = run_id
-        self._workspace().put(f"{self.folder}/run.json", json.dumps({"run_id": run_id}).encode(), overwrite=True)
+        record = json.dumps({"run_id": run_id, "idempotency_token": token}).encode()
+        self._workspace().put(f"{self.folder}/run.json", record, overwrite=True)
 
-    def recorded_run(self) -> int | None:
+    def recorded_run(self, token: str) -> int | None:
+        """The run recorded by this very try, or None (nothing recorded, or another try's)."""
         data = self._workspace().get(f"{self.folder}/run.json")
         try:
-            return int(json.loads(data)["run_id"]) if data else None
+            record = json.loads(data) if data else {}
+            return int(record["run_id"]) if record.get("idempotency_token") == token else None
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -280,7 +284,7 @@ def _checked_root(value: Any, where: str) -> str | None:
     if value is None:
         return None
     root = str(value).rstrip("/")
-    if not root.startswith("/") or root.startswith("/Workspace/") or not root.strip("/"):
+    if not root.startswith("/") or root == "/Workspace" or root.startswith("/Workspace/") or not root.strip("/"):
         raise SparkPortableConfigError(
             f"{where}: workspace_root = {value!r} must be a workspace folder such as "
             "/Users/you@example.com/spark-portable (without the /Workspace prefix); leave it out to use "
@@ -387,6 +391,7 @@ class DatabricksEngine(Engine):
         self._outputs: dict[int, dict[str, Any]] = {}
         self._connected = None
         self._root: str | None = None
+        self._identity: str | None = None
 
     def _hook(self):
         """The provider's hook, made once per engine (it resolves the connection)."""
@@ -420,34 +425,42 @@ class DatabricksEngine(Engine):
                 identity = rest.current_identity(hook)
             except rest.DatabricksError as exc:
                 raise self._refused(exc) if exc.status in (401, 403) else exc from None
+            self._identity = identity
             root = section["workspace_root"] or f"/Users/{identity}/{HOME_FOLDER}"
-            self._check_private(Workspace(hook), root, identity)
+            self._check_private(Workspace(hook), root, identity, explicit=bool(section["workspace_root"]))
             self._root = root
         return self._root
 
-    def _check_private(self, workspace: Workspace, root: str, identity: str) -> None:
+    def _check_private(self, workspace: Workspace, root: str, identity: str, explicit: bool) -> None:
         """``root`` must grant nothing to anyone but ``identity`` and the admins: whoever can
         write it can change the code runs execute as ``identity``; whoever can read it, read
         every task's context."""
         try:
             workspace.mkdirs(root)
-            acl = workspace.acl(root)
+            # the root, and the folders under it a grant could have been given on directly
+            acls = [(root, workspace.acl(root))]
+            acls += [(f, workspace.acl(f)) for f in (f"{root}/artifacts", f"{root}/runs") if workspace.exists(f)]
         except rest.DatabricksError as exc:
             if exc.code == "PERMISSION_DENIED":
+                fix = (
+                    "have an admin give it CAN_MANAGE, or leave workspace_root out to use the identity's home folder"
+                    if explicit
+                    else f"its home folder /Users/{identity} must exist and be its own: ask a workspace admin"
+                )
                 raise SparkPortableConfigError(
-                    f"workspace_root {root}: {identity} may not create or inspect it ({exc.message}). Leave "
-                    "workspace_root out to use that identity's home folder, or have an admin give it CAN_MANAGE"
+                    f"workspace_root {root}: {identity} may not create or inspect it ({exc.message}); {fix}"
                 ) from None
             raise
         others = []
-        for entry in acl:
-            principal = entry.get("user_name") or entry.get("service_principal_name")
-            group = entry.get("group_name")
-            if principal == identity or group in _TRUSTED_GROUPS:
-                continue
-            levels = sorted({p.get("permission_level", "?") for p in entry.get("all_permissions", [])})
-            name = f"group {group}" if group else (principal or "?")
-            others.append(f"{name} ({', '.join(levels)})")
+        for folder, acl in acls:
+            for entry in acl:
+                principal = entry.get("user_name") or entry.get("service_principal_name")
+                group = entry.get("group_name")
+                if principal == identity or group in _TRUSTED_GROUPS:
+                    continue
+                levels = sorted({p.get("permission_level", "?") for p in entry.get("all_permissions", [])})
+                name = f"group {group}" if group else (principal or "?")
+                others.append(f"{name} ({', '.join(levels)}{'' if folder == root else ' on ' + folder})")
         if others:
             raise SparkPortableConfigError(
                 f"workspace_root {root} is shared with {'; '.join(others)}: they could read the tasks' contexts "
@@ -463,9 +476,15 @@ class DatabricksEngine(Engine):
 
     # -- the pipes ----------------------------------------------------------------------
 
+    def _try_folder(self, section: dict[str, Any], spec: JobSpec) -> str:
+        """One folder per task try. The run name alone is not unique (unsafe characters
+        become "_", long names are cut), the try's idempotency token is."""
+        return f"{self.workspace_root(section)}/runs/{spec.name}.{self.idempotency_token(spec)[:16]}"
+
     def open_channel(self, spec: JobSpec) -> Channel:
         section = self.validate_profile(spec.profile)
-        return WorkspaceChannel(f"{self.workspace_root(section)}/runs/{spec.name}", self.conn_id)
+        self._check_request(spec, section)  # before the context or any artifact is uploaded
+        return WorkspaceChannel(self._try_folder(section, spec), self.conn_id)
 
     def channel_for(self, handle: RunHandle) -> Channel:
         conn_id = handle.get("databricks_conn_id", "databricks_default")
@@ -489,10 +508,11 @@ class DatabricksEngine(Engine):
         )
 
     @staticmethod
-    def idempotency_token(spec: JobSpec) -> str:
+    def idempotency_token(spec: JobSpec, try_number: int | None = None) -> str:
         """One per task instance and try: a repeated submit of the same try is the same run."""
         run = spec.context.run
-        key = f"{run.dag_id}|{run.task_id}|{run.run_id}|{run.map_index}|{run.try_number}"
+        number = run.try_number if try_number is None else try_number
+        key = f"{run.dag_id}|{run.task_id}|{run.run_id}|{run.map_index}|{number}"
         return hashlib.sha256(key.encode()).hexdigest()[:64]
 
     def _checked_conf(self, spec: JobSpec, section: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -513,8 +533,9 @@ class DatabricksEngine(Engine):
                 f"conf {referenced}: Databricks resolves secret references in a job cluster's conf only; on an "
                 "existing cluster or serverless, read the secret in the job (dbutils.secrets) or use new_cluster"
             )
-        if section["serverless"] is not None:
+        if section["serverless"] is not None:  # its own list (not all spark.sql.*, one spark.databricks.*)
             _check_serverless_conf(conf, f"profile {spec.profile.name!r} with the task's conf")
+            return {}, conf
         cluster_level = sorted(k for k in conf if not k.startswith("spark.sql."))
         if cluster_level:
             raise SparkPortableConfigError(
@@ -523,16 +544,25 @@ class DatabricksEngine(Engine):
             )
         return {}, conf
 
-    def payload(self, spec: JobSpec, section: dict[str, Any], channel: Channel) -> dict[str, Any]:
-        """The ``runs/submit`` request for one task try (uploads the artifacts it names)."""
+    def _check_request(self, spec: JobSpec, section: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """Everything about the task's arguments a run would refuse or expose, checked
+        without a request; returns (cluster conf, session conf)."""
         if spec.env and not all(_SECRET_REFERENCE.match(v) for v in spec.env.values()):
             raise SparkPortableConfigError(
                 f"env={sorted(spec.env)}: engine 'databricks' passes env= as cluster environment variables, "
                 "visible in the run's settings: use {{secrets/scope/key}} references as values, or pass "
                 "plain values in extras"
             )
+        if spec.env and section["serverless"] is not None:
+            raise SparkPortableConfigError("env=: serverless compute takes no environment variables")
+        if spec.env and section["existing_cluster_id"]:
+            raise SparkPortableConfigError("env=: an existing cluster's environment is fixed; use new_cluster")
         refuse_secret_args(spec.application_args, "the run's task parameters")
-        cluster_conf, session_conf = self._checked_conf(spec, section)
+        return self._checked_conf(spec, section)
+
+    def payload(self, spec: JobSpec, section: dict[str, Any], channel: Channel) -> dict[str, Any]:
+        """The ``runs/submit`` request for one task try (uploads the artifacts it names)."""
+        cluster_conf, session_conf = self._check_request(spec, section)
         workspace = Workspace(self._hook())
         root = self.workspace_root(section)
         app = self.put_artifact(workspace, root, spec.application.name, spec.application.read_bytes())
@@ -553,8 +583,6 @@ class DatabricksEngine(Engine):
             "tasks": [task],
         }
         if section["serverless"] is not None:
-            if spec.env:
-                raise SparkPortableConfigError("env=: serverless compute takes no environment variables")
             environment = dict(section["serverless"])  # environment_version or base_environment, checked
             environment["dependencies"] = [*environment.get("dependencies", []), wheel_path, *requirements]
             body["environments"] = [{"environment_key": _ENVIRONMENT_KEY, "spec": environment}]
@@ -562,8 +590,6 @@ class DatabricksEngine(Engine):
             return body
         task["libraries"] = [{"whl": wheel_path}, *({"pypi": {"package": r}} for r in requirements)]
         if section["existing_cluster_id"]:
-            if spec.env:
-                raise SparkPortableConfigError("env=: an existing cluster's environment is fixed; use new_cluster")
             task["existing_cluster_id"] = section["existing_cluster_id"]
             return body
         cluster = dict(section["new_cluster"])
@@ -580,31 +606,30 @@ class DatabricksEngine(Engine):
         hook = self._hook()
         run_id = hook.submit_run(body)  # the same try submitted again gets this run back (token)
         self.log.info("Submitted Databricks run %s (%s)", run_id, spec.name)
-        channel.record_run(run_id)
+        channel.record_run(run_id, body["idempotency_token"])
         return self._handle(hook, run_id, spec.name, channel, section["region"])
 
-    def _handle(self, hook, run_id: int, run_name: str, channel: Channel, region: str) -> RunHandle:
+    def _handle(self, hook, run_id: int, run_name: str, channel: WorkspaceChannel, region: str) -> RunHandle:
         return {
             "engine": self.name,
             "run_id": run_id,
             "run_name": run_name,
             "run_page_url": hook.get_run_page_url(run_id),
             "channel_uri": channel.uri,
-            "messages": _PER_RUN,
+            **({"messages": _PER_RUN} if channel.per_run else {}),
             "region": region,
             "databricks_conn_id": self.conn_id,
         }
 
     def find_active_run(self, spec: JobSpec) -> RunHandle | None:
         """The run to follow instead of submitting: the run this very try already started
-        (recorded in its folder, whatever its state: its messages are there), else an active
-        one-time run of an earlier try of this task instance, found by its run name (Airflow 3
-        clears XCom between tries)."""
+        (recorded in its folder with its token, whatever its state: its messages are there),
+        else an active one-time run of an earlier try of this task instance that this identity
+        submitted, found by its run name (Airflow 3 clears XCom between tries)."""
         section = self.validate_profile(spec.profile)
         hook = self._hook()
-        root = self.workspace_root(section)
-        this_try = WorkspaceChannel(f"{root}/runs/{spec.name}", self.conn_id)
-        recorded = this_try.recorded_run()
+        this_try = WorkspaceChannel(self._try_folder(section, spec), self.conn_id)
+        recorded = this_try.recorded_run(self.idempotency_token(spec))
         if recorded is not None:
             try:
                 state = hook.get_run(recorded)["state"]["life_cycle_state"]
@@ -612,21 +637,47 @@ class DatabricksEngine(Engine):
                 error = rest.error_of(exc, "jobs/runs/get")
                 if error is None or error.code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
                     raise
-                # deleted from the run history (or expired): this try starts a new run
-                self.log.warning("This try's run %s no longer exists (%s); submitting again", recorded, error.message)
-            else:
-                self.log.info("This try already started Databricks run %s (%s): following it", recorded, state)
-                return self._handle(hook, recorded, spec.name, this_try, section["region"])
+                raise SparkJobFailed(  # its idempotency token cannot start another run
+                    f"Databricks run {recorded}, which this task try started ({this_try.folder}/run.json), no "
+                    f"longer exists ({error.message}). Clear the task to run it again as a new try"
+                ) from None
+            self.log.info("This try already started Databricks run %s (%s): following it", recorded, state)
+            return self._handle(hook, recorded, spec.name, this_try, section["region"])
         base = try_base(spec.name)
         try:
             runs = rest.list_active_submit_runs(hook)
         except rest.DatabricksError as exc:
             raise self._refused(exc) if exc.status in (401, 403) else exc from None
         for run in runs:
-            if try_base(run.get("run_name", "")) == base and run["state"]["life_cycle_state"] in _ACTIVE:
-                channel = WorkspaceChannel(f"{root}/runs/{run['run_name']}", self.conn_id)
+            if try_base(run.get("run_name", "")) != base or run["state"]["life_cycle_state"] not in _ACTIVE:
+                continue
+            if run.get("creator_user_name") not in (None, self._identity):  # another deployment's
+                continue
+            channel = self._channel_of_run(hook.get_run(run["run_id"]))
+            if channel is not None and self._of_this_instance(channel.folder, run["run_name"], spec, section):
                 return self._handle(hook, run["run_id"], run["run_name"], channel, section["region"])
         return None
+
+    def _of_this_instance(self, folder: str, run_name: str, spec: JobSpec, section: dict[str, Any]) -> bool:
+        """Whether a run's folder is one of this task instance's tries: its name ends with one
+        of their tokens (run names alone can collide), or it is the layout of an earlier
+        version, named by the run name only."""
+        runs = f"{self.workspace_root(section)}/runs/"
+        tokens = {self.idempotency_token(spec, n)[:16] for n in range(1, spec.context.run.try_number + 1)}
+        return folder == runs + run_name or any(folder == f"{runs}{run_name}.{t}" for t in tokens)
+
+    def _channel_of_run(self, run: dict[str, Any]) -> WorkspaceChannel | None:
+        """The channel a submitted run was given: read from its own task parameters, so any
+        folder layout an earlier version used is found as it was."""
+        tasks = run.get("tasks") or []
+        parameters = ((tasks[0] if tasks else {}).get("spark_python_task") or {}).get("parameters") or []
+        try:
+            context = parameters[parameters.index(protocol.ARG_CONTEXT) + 1]
+            messages = parameters[parameters.index(protocol.ARG_MESSAGES) + 1]
+        except (ValueError, IndexError):
+            return None
+        folder = context.removeprefix("/Workspace").removesuffix("/context.json")
+        return WorkspaceChannel(folder, self.conn_id, run["run_id"], per_run="{{job.run_id}}" in messages)
 
     # -- waiting ------------------------------------------------------------------------
 
