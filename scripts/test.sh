@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 ./scripts/cluster_env.sh
 
 main=0
-.venv/bin/python -m pytest "$@" || main=$?
+# the slowest tests in every log: where the CI time goes (budget: 40 min)
+.venv/bin/python -m pytest --durations=30 "$@" || main=$?
 echo "== the job side on Python 3.9 + Spark 3.5, as on EMR 7.x: tests/cluster in .cluster/venv" >&2
 cluster=0
 .cluster/venv/bin/python -m pytest tests/cluster || cluster=$?
