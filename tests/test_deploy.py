@@ -13,23 +13,44 @@ import pytest
 from conftest import ROOT
 
 
-def _compose() -> dict:
-    """docker-compose.yaml as `docker compose config` reads it: YAML merge keys resolved and
-    ${VAR:-default} interpolated (from an empty environment, as on a fresh checkout)."""
-    import re
+sys.path.insert(0, str(ROOT / "scripts"))
+import stack as native  # noqa: E402  (scripts/stack.py: the compose file read as `docker compose config` reads it)
 
-    import yaml
+# what `scripts/stack.py init-env` puts in .env, as a user has it
+ENV = {"AIRFLOW__API_AUTH__JWT_SECRET": "s" * 43, "AIRFLOW__CORE__FERNET_KEY": "k" * 44,
+       "_AIRFLOW_WWW_USER_PASSWORD": "p" * 22}
 
-    def interpolate(value):
-        if isinstance(value, str):
-            return re.sub(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}", lambda m: m.group(2) or "", value)
-        if isinstance(value, dict):
-            return {k: interpolate(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [interpolate(v) for v in value]
-        return value
 
-    return interpolate(yaml.safe_load((ROOT / "docker-compose.yaml").read_text()))
+def _compose(env: dict[str, str] | None = None) -> dict:
+    """docker-compose.yaml with YAML merge keys resolved and ${VAR...} interpolated."""
+    return native.load_compose(ROOT / "docker-compose.yaml", ENV if env is None else env)
+
+
+def test_the_compose_file_refuses_to_start_without_its_secrets():
+    for missing in ENV:
+        for env in ({k: v for k, v in ENV.items() if k != missing}, {**ENV, missing: ""}):  # unset; `cp .env.example`
+            with pytest.raises(native.StackError, match=f"required variable {missing} is missing a value: set it in .env"):
+                _compose(env)
+    data = _compose()
+    services = [n for n, s in data["services"].items() if "command" in s and n.startswith("airflow-")]
+    secrets = {s["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] for n, s in data["services"].items() if n in services}
+    assert secrets == {ENV["AIRFLOW__API_AUTH__JWT_SECRET"]}  # one secret, every component
+    assert data["services"]["airflow-init"]["environment"]["_AIRFLOW_WWW_USER_PASSWORD"] == ENV["_AIRFLOW_WWW_USER_PASSWORD"]
+    for name in services:
+        if name != "airflow-init":
+            assert data["services"][name].get("healthcheck"), f"{name} has no health check"
+    assert data["services"]["airflow-worker"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+
+
+def test_init_env_writes_every_secret_fresh_and_private(tmp_path):
+    native.init_env(tmp_path / ".env")
+    env = native.read_env_file(tmp_path / ".env")
+    assert all(env[k] for k in ENV) and (tmp_path / ".env").stat().st_mode & 0o077 == 0
+    _compose(env)  # enough for the compose file
+    native.init_env(tmp_path / "other.env")
+    assert all(native.read_env_file(tmp_path / "other.env")[k] != env[k] for k in ENV)
+    with pytest.raises(SystemExit, match="exists"):
+        native.init_env(tmp_path / ".env")
 
 
 def test_the_compose_file_is_a_valid_compose_spec_and_runs_the_dag_unedited():
@@ -82,6 +103,7 @@ def test_the_dockerfile_lints_clean_and_installs_the_wheel_with_java():
 def test_the_env_example_holds_no_secrets_and_env_is_ignored():
     example = (ROOT / ".env.example").read_text()
     assert "AIRFLOW_CONN_DATABRICKS_DEFAULT=\n" in example and "AIRFLOW_CONN_AWS_DEFAULT=\n" in example
+    assert all(f"\n{key}=\n" in example for key in ENV)  # every secret left empty, for init-env to fill
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
     assert ignored.returncode == 0
 
