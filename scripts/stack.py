@@ -72,50 +72,91 @@ class StackError(Exception):
 
 # --- the compose file, as `docker compose config` reads it ---------------------------------
 
-_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_]\w*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_]\w*))")
-
-
 def interpolate(value, env: dict[str, str], where: str = ""):
-    """Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
-    ${VAR:?error}, ${VAR?error}; a required variable without a value is an error."""
+    """Compose's interpolation over a parsed file: $$, $VAR, ${VAR}, ${VAR:-default},
+    ${VAR-default}, ${VAR:+alternative}, ${VAR+alternative}, ${VAR:?error}, ${VAR?error}, with
+    defaults interpolated in turn. A required variable without a value, and any other use of
+    `$`, is an error (an unset plain variable is blank, as compose makes it, with a warning)."""
     if isinstance(value, dict):
         return {k: interpolate(v, env, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env, where) for v in value]
-    if not isinstance(value, str):
-        return value
+    return _expand(value, env, where) if isinstance(value, str) else value
 
-    def one(match: re.Match) -> str:
-        if match.group(1):
-            return "$"
-        name = match.group(2) or match.group(5)
-        op, arg = match.group(3), match.group(4) or ""
-        current = env.get(name)
-        if op == ":-":
-            return current if current else arg
-        if op == "-":
-            return arg if current is None else current
-        if op in (":?", "?") and (current is None or (op == ":?" and not current)):
-            raise StackError(f"{where}: required variable {name} is missing a value: {arg}")
+
+def _expand(text: str, env: dict[str, str], where: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "$":
+            out.append(text[i])
+            i += 1
+        elif text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            depth, j = 1, i + 2
+            while j < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                j += 1
+            if depth:
+                raise StackError(f"{where}: unclosed '${{' in {text!r}")
+            out.append(_substitute(text[i + 2 : j - 1], env, where))
+            i = j
+        elif name := re.match(r"[A-Za-z_]\w*", text[i + 1 :]):
+            out.append(env.get(name.group(0), ""))
+            i += 1 + name.end()
+        else:
+            raise StackError(f"{where}: invalid interpolation at {text[i:i + 12]!r} (a literal $ is written $$)")
+    return "".join(out)
+
+
+def _substitute(body: str, env: dict[str, str], where: str) -> str:
+    match = re.fullmatch(r"([A-Za-z_]\w*)(?:(:?[-?+])(.*))?", body, re.DOTALL)
+    if not match:
+        raise StackError(f"{where}: invalid interpolation '${{{body}}}'")
+    name, op, arg = match.groups()
+    current = env.get(name)
+    if op is None:
         return current or ""
+    given = bool(current) if op.startswith(":") else current is not None
+    if op.endswith("-"):
+        return current if given else _expand(arg, env, where)
+    if op.endswith("+"):
+        return _expand(arg, env, where) if given else ""
+    if not given:
+        raise StackError(f"{where}: required variable {name} is missing a value: {_expand(arg, env, where)}")
+    return current
 
-    return _VARIABLE.sub(one, value)
 
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as compose reads .env (comments and blank lines skipped, quotes removed)."""
-    env = {}
+def read_env_file(path: Path, shell: dict[str, str] | None = None) -> dict[str, str]:
+    """An .env file as compose reads it: `KEY=VALUE` or `export KEY=VALUE`; comments, blank
+    lines and an unquoted value's ` # comment` skipped; 'single-quoted' values literal,
+    "double-quoted" ones with \\n, \\t, \\" and \\\\ escapes; unquoted and double-quoted values
+    interpolated from the lines above and ``shell``."""
+    env: dict[str, str] = {}
     if not path.exists():
         return env
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
+        if not line or line.startswith("#"):
             continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        match = re.fullmatch(r"(?:export\s+)?([A-Za-z_][\w.-]*)\s*=\s*(.*)", line)
+        if not match:
+            raise StackError(f"{path}:{number}: not KEY=VALUE")
+        key, value = match.groups()
+        scope = {**env, **(shell or {})}
+        if value.startswith("'"):
+            if not value.endswith("'") or len(value) < 2:
+                raise StackError(f"{path}:{number}: unclosed single quote")
             value = value[1:-1]
-        env[key.strip()] = value
+        elif value.startswith('"'):
+            if not re.fullmatch(r'"(?:[^"\\]|\\.)*"', value):
+                raise StackError(f"{path}:{number}: unclosed double quote")
+            value = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), value[1:-1])
+            value = _expand(value, scope, f"{path}:{number}")
+        else:
+            value = _expand(re.sub(r"\s+#.*$", "", value), scope, f"{path}:{number}")
+        env[key] = value
     return env
 
 
@@ -136,6 +177,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)  # host, target, read-only
+    last_probe: str = ""
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -145,13 +187,16 @@ class NativeStack:
     file's order and waits on its conditions, `down()` stops them, process by process."""
 
     def __init__(self, compose: Path, env_file: Path, root: Path, database: str = "airflow_stack",
-                 redis_db: int = 1, extra_env: dict[str, str] | None = None) -> None:
+                 redis_db: int = 1, extra_env: dict[str, str] | None = None,
+                 shell_env: dict[str, str] | None = None) -> None:
         self.compose_path = compose
         self.project = compose.parent
         self.root = root
         self.database = database
         self.redis_db = redis_db
-        self.host_env = {**read_env_file(env_file), **(extra_env or {})}
+        # as compose: the shell's variables win over the .env file's
+        shell = dict(os.environ if shell_env is None else shell_env)
+        self.host_env = {**read_env_file(env_file, shell), **(extra_env or {}), **shell}
         self.compose = load_compose(compose, self.host_env)
         self.services: dict[str, Service] = {}
         self.ports: dict[tuple[str, int], int] = {}
@@ -343,11 +388,13 @@ class NativeStack:
             args = ["bash", "-c", self.native(service, rest[0])]
         else:
             raise StackError(f"{service.name}: healthcheck test {kind!r} is not CMD or CMD-SHELL")
+        timeout = _seconds(service.spec["healthcheck"].get("timeout", "30s"))
         try:
-            done = subprocess.run(args, env=service.env, capture_output=True, check=False,
-                                  timeout=_seconds(service.spec["healthcheck"].get("timeout", "30s")))
+            done = subprocess.run(args, env=service.env, capture_output=True, check=False, timeout=timeout)
         except subprocess.TimeoutExpired:
+            service.last_probe = f"the health check took longer than its timeout ({timeout:.0f} s)"
             return False
+        service.last_probe = f"the health check exited {done.returncode}: {(done.stdout + done.stderr)[-1500:]!r}"
         return done.returncode == 0
 
     def _wait(self, name: str, condition: str, timeout: float) -> None:
@@ -371,7 +418,8 @@ class NativeStack:
             elif condition == "service_healthy" and self.healthy(service) or condition == "service_started":
                 return
             if time.monotonic() > deadline:
-                raise StackError(f"{name} not {condition} after {timeout:.0f} s:\n{self.tail(name)}")
+                raise StackError(f"{name} not {condition} after {timeout:.0f} s ({service.last_probe or 'no probe'}):\n"
+                                 f"{self.tail(name)}")
             time.sleep(1)
 
     def up(self, timeout: float = 300) -> NativeStack:
@@ -588,6 +636,11 @@ def main() -> int:
         return 0
     if not opts.env_file.exists():
         raise SystemExit(f"no {opts.env_file}: run `{sys.executable} {__file__} init-env` first")
+    def stop(signum, _frame):  # a closed terminal or `kill` stops the stack as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     try:
         stack = NativeStack(opts.compose, opts.env_file, opts.root.resolve()).up()
     except StackError as err:

@@ -119,3 +119,54 @@ def test_the_built_wheel_works_with_the_newest_airflow_and_providers():
     assert found["airflow"] == "3.3.2" and found["import_errors"] == {}
     assert {"common_crawl_graph", "example_spark_portable"} <= set(found["dag_ids"])
     assert found["engines"] == {"emr": "EmrEngine", "databricks": "DatabricksEngine"}
+
+
+def test_the_compose_file_is_read_as_compose_reads_it():
+    """scripts/stack.py's reading of compose interpolation and .env files (the compose spec's
+    interpolation section and Docker's .env syntax): what the native stack runs is what
+    `docker compose` would."""
+    env = {"SET": "v", "EMPTY": ""}
+    cases = {"$$SET": "$SET", "$SET": "v", "${SET}": "v", "${NONE}": "", "${EMPTY:-d}": "d", "${EMPTY-d}": "",
+             "${NONE:-${SET}}": "v", "${NONE:-$SET/x}": "v/x", "${SET:+alt}": "alt", "${EMPTY:+alt}": "",
+             "${EMPTY+alt}": "alt", "${SET:?must}": "v"}
+    assert {text: native._expand(text, env, "t") for text in cases} == cases
+    for bad in ("${SET", "${ SET}", "${SET:x}", "$5", "${EMPTY:?must be set}", "${NONE?must be set}"):
+        with pytest.raises(native.StackError):
+            native._expand(bad, env, "t")
+
+
+def test_the_env_file_is_read_as_compose_reads_it(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("# a comment\n\nexport A=1\nB='literal $A # kept'\nC=\"q\\\"$A\\n\"\nD=v # comment\n"
+                    "E=a#b\nF=${A}-${SHELL_ONLY}\n")
+    assert native.read_env_file(path, {"SHELL_ONLY": "s"}) == {
+        "A": "1", "B": "literal $A # kept", "C": 'q"1\n', "D": "v", "E": "a#b", "F": "1-s"}
+    path.write_text("NOT A LINE\n")
+    with pytest.raises(native.StackError, match=r"\.env:1: not KEY=VALUE"):
+        native.read_env_file(path)
+
+
+def test_urls_to_the_postgres_and_redis_services_must_match_those_services(tmp_path):
+    """This machine's PostgreSQL trusts local connections, so the native stack checks what the
+    compose postgres service would refuse: another user, password, database or port."""
+    compose = (ROOT / "docker-compose.yaml").read_text()
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in ENV.items()))
+    url = "postgresql+psycopg2://airflow:airflow@postgres/airflow"
+    for broken, message in {
+        "postgresql+psycopg2://airflow:wrong@postgres/airflow": "does not log in as the postgres service",
+        "postgresql+psycopg2://airflow:airflow@postgres/airflwo": "does not log in as the postgres service",
+        "postgresql+psycopg2://airflow:airflow@postgres:5433/airflow": "names port 5433",
+    }.items():
+        assert url in compose
+        (tmp_path / "docker-compose.yaml").write_text(compose.replace(url, broken, 1))
+        stack = native.NativeStack(tmp_path / "docker-compose.yaml", tmp_path / ".env", tmp_path / "root", shell_env={})
+        with pytest.raises(native.StackError, match=message) as error:
+            for service in stack.services.values():
+                stack._prepare(service)
+        assert ":wrong@" not in str(error.value)  # no credentials in the message
+    broken = compose.replace("redis://:@redis:6379/0", "redis://:@redis:6380/0")
+    (tmp_path / "docker-compose.yaml").write_text(broken)
+    stack = native.NativeStack(tmp_path / "docker-compose.yaml", tmp_path / ".env", tmp_path / "root", shell_env={})
+    with pytest.raises(native.StackError, match="names port 6380"):
+        for service in stack.services.values():
+            stack._prepare(service)
