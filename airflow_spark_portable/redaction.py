@@ -23,6 +23,11 @@ _SENSITIVE_KEY = re.compile(
 # fs.s3a.aws.credentials.provider, fs.azure.sas.token.provider.type, ...auth.service.account.enable
 _NOT_SECRET_KEY = re.compile(r"[._-](provider|provider[._-]type|type|enable|enabled|impl|class|file[._-]?path)$", re.I)
 
+# Conf whose value spark-submit turns into JVM arguments (the driver's, the executors', the YARN
+# ApplicationMaster's): a -D<secret-looking name>=value in it is a credential on a command line.
+_JAVA_OPTIONS_KEY = re.compile(r"\.(extra|default)JavaOptions$")
+_JAVA_PROPERTY = re.compile(r"""-D([^=\s]+)=("[^"]*"|'[^']*'|\S+)""")
+
 # application_args flags whose value is a secret: --api-token X, --password=X, --sas-key X
 _SECRET_FLAG = re.compile(r"^--?[\w.-]*(token|password|passwd|secret|key|credential)[\w.-]*$", re.IGNORECASE)
 
@@ -36,8 +41,20 @@ def is_sensitive(key: str) -> bool:
     return bool(_SENSITIVE_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
 
 
+def java_option_secrets(key: str, value: str) -> list[str]:
+    """The values of secret-looking ``-Dname=value`` properties in a Java options conf."""
+    if not _JAVA_OPTIONS_KEY.search(key):
+        return []
+    return [secret.strip("'\"") for name, secret in _JAVA_PROPERTY.findall(str(value)) if is_sensitive(name)]
+
+
 def sensitive_keys(conf: Mapping[str, str]) -> list[str]:
-    return sorted(k for k in conf if is_sensitive(k))
+    """Conf keys that are credentials, or Java options that carry one."""
+    return sorted(k for k, v in conf.items() if is_sensitive(k) or java_option_secrets(k, v))
+
+
+def java_option_secret_keys(conf: Mapping[str, str]) -> list[str]:
+    return sorted(k for k, v in conf.items() if java_option_secrets(k, v))
 
 
 def _scan(args: Iterable[str]) -> Iterable[tuple[str, str | None]]:
@@ -85,6 +102,7 @@ def secret_values(
     """Every value of a task that is to be masked: secret-looking conf, all env values
     (they are documented as never shown), secret flags' values."""
     values = [str(v) for k, v in (conf or {}).items() if is_sensitive(str(k))]
+    values += [secret for k, v in (conf or {}).items() for secret in java_option_secrets(str(k), v)]
     values += [str(v) for v in (env or {}).values()]
     values += secret_args(str(a) for a in args)
     return [v for v in dict.fromkeys(values) if v]

@@ -18,7 +18,14 @@ from airflow_spark_portable.engines.emr import EmrEngine
 from airflow_spark_portable.engines.local_connect import write_properties
 from airflow_spark_portable.pipes import S3Channel
 from airflow_spark_portable.profiles import Profiles
-from airflow_spark_portable.redaction import SECRET_CONF, is_sensitive, redacted, secret_args, secret_values
+from airflow_spark_portable.redaction import (
+    SECRET_CONF,
+    is_sensitive,
+    redacted,
+    secret_args,
+    secret_values,
+    sensitive_keys,
+)
 from airflow_spark_portable.runtime.context import JobContext, RunIdentity
 from conftest import SUBMIT_MODE, operator_dag
 
@@ -71,6 +78,54 @@ def test_secret_flags_of_application_args_are_hidden_in_both_spellings():
     assert secret_values(conf={"spark.hadoop.fs.s3a.secret.key": "S", "spark.x": "y"}, env={"A": "E"}, args=args) == [
         "S", "E", "T1", "P1", "K1",
     ]  # fmt: skip
+
+
+JAVA_OPTION_SECRETS = {
+    "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Djavax.net.ssl.keyStorePassword=canary-value",
+    "spark.executor.extraJavaOptions": "-Ddb.password=canary-value -Dlog4j.configuration=x",
+    "spark.yarn.am.extraJavaOptions": "-Dapi.token='canary-value'",
+    "spark.driver.defaultJavaOptions": "-Dmy.secret=canary-value",
+}
+
+
+@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
+def test_java_options_that_carry_a_secret_are_sensitive_and_masked(key):
+    """spark-submit puts extra/default Java options on the JVM's command line (ps shows them to
+    every local user; consoles show them for steps and runs): a -D<secret-looking>=value there is
+    a secret, whatever the conf key's own name."""
+    conf = {key: JAVA_OPTION_SECRETS[key]}
+    assert sensitive_keys(conf) == [key]
+    assert "canary-value" in secret_values(conf=conf) or "'canary-value'" in secret_values(conf=conf)
+    # Java options without secrets are not
+    assert sensitive_keys({key: "-XX:+UseG1GC -Dlog4j.configuration=file:log4j2.properties -Duser.timezone=UTC"}) == []
+
+
+@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
+def test_the_local_engine_refuses_secrets_in_java_options(key, tmp_path):
+    from airflow_spark_portable.engines.local import LocalEngine
+
+    with pytest.raises(Exception) as info:
+        LocalEngine().submit(_spec("local", {key: JAVA_OPTION_SECRETS[key]}), None)
+    assert getattr(info.value, "code", None) == SECRET_CONF, info.value
+    assert key in str(info.value) and "canary-value" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
+def test_emr_step_arguments_refuse_secrets_in_java_options(key):
+    engine = EmrEngine({"aws_conn_id": None})
+    section = {"python": "python3", "deploy_mode": "cluster"}
+    channel = S3Channel("s3://bucket/runs/x", aws_conn_id=None)
+    with pytest.raises(Exception) as info:
+        engine.step(_spec("emr", {key: JAVA_OPTION_SECRETS[key]}), section, "s3://b/app.py", "s3://b/code.zip", channel)
+    assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
+def test_databricks_run_settings_refuse_secrets_in_java_options(key):
+    engine = DatabricksEngine({})
+    with pytest.raises(Exception) as info:
+        engine._checked_conf(_spec("databricks", {key: JAVA_OPTION_SECRETS[key]}), {"new_cluster": {"num_workers": 1}})
+    assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
 
 
 def test_properties_file_is_private_and_java_readable(tmp_path):

@@ -41,7 +41,7 @@ from airflow_spark_portable.engines.base import CANCELLED, FAILED, SUCCEEDED, En
 from airflow_spark_portable.exceptions import SparkPortableConfigError
 from airflow_spark_portable.pipes import Channel, LocalChannel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
-from airflow_spark_portable.redaction import redacted
+from airflow_spark_portable.redaction import java_option_secret_keys, redacted, refuse
 from airflow_spark_portable.runtime import protocol
 from airflow_spark_portable.runtime.job import CODE_VERSION_ENV, SESSION_CONF_ENV, SESSION_FILE_ENV, read_session_file
 from airflow_spark_portable.runtime.transport import open_private, private_dir, write_private
@@ -221,6 +221,12 @@ class LocalEngine(Engine):
         return env
 
     def submit(self, spec: JobSpec, channel: Channel) -> RunHandle:
+        refuse(
+            java_option_secret_keys(spec.spark_conf),
+            "spark-submit puts Java options on the JVM's command line, which ps shows to every local user",
+            "give the job the secret in env= (a process's environment is readable by its user only) or a "
+            "Hadoop credential provider file (hadoop.security.credential.provider.path)",
+        )
         _require_java()
         mode = self.mode
         env = self.environment(spec, channel)
