@@ -152,6 +152,8 @@ def requirements(provider: Path, version: str) -> str:
 
 
 def startup_script(env: list[str]) -> str:
+    from airflow_spark_portable.redaction import is_sensitive  # the project's one secrets policy
+
     lines = [
         "#!/bin/sh",
         "# Sourced by MWAA before it installs requirements.txt and starts Airflow: the settings",
@@ -163,6 +165,12 @@ def startup_script(env: list[str]) -> str:
             raise SystemExit(f"--env {item!r}: write NAME=VALUE")
         if PROTECTED.match(name):
             raise SystemExit(f"--env {name}: MWAA does not let startup.sh set {name}")
+        if is_sensitive(name):  # startup.sh is a plain file in the S3 bucket, and MWAA logs it
+            raise SystemExit(
+                f"--env {name}: looks like a credential, which would be stored in plain text in startup.sh "
+                "(plugins.zip, in the environment's S3 bucket); keep it in AWS Secrets Manager as an Airflow "
+                "connection or variable (MWAA's secrets backend) instead"
+            )
         lines.append(f"export {name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
 

@@ -170,3 +170,15 @@ def test_urls_to_the_postgres_and_redis_services_must_match_those_services(tmp_p
     with pytest.raises(native.StackError, match="names port 6380"):
         for service in stack.services.values():
             stack._prepare(service)
+
+
+def test_the_mwaa_startup_script_refuses_secret_looking_variables():
+    """startup.sh lies in plugins.zip in the environment's S3 bucket and MWAA logs what it runs:
+    a credential there is in plain sight. The bundle refuses one by name and says where it goes."""
+    import mwaa_bundle
+
+    assert "export CC_GRAPH_OUTPUT_ROOT=s3://b/out" in mwaa_bundle.startup_script(["CC_GRAPH_OUTPUT_ROOT=s3://b/out"])
+    for name in ("CC_GRAPH_API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MY_CREDENTIALS"):
+        with pytest.raises(SystemExit, match=f"--env {name}: .*Secrets Manager") as error:
+            mwaa_bundle.startup_script([f"{name}=canary-value"])
+        assert "canary-value" not in str(error.value)
