@@ -385,7 +385,7 @@ class NativeStack:
         if kind == "CMD":
             args = [self.native(service, a) for a in rest]
         elif kind == "CMD-SHELL":
-            args = ["bash", "-c", self.native(service, rest[0])]
+            args = ["/bin/sh", "-c", self.native(service, rest[0])]  # what Docker runs CMD-SHELL with
         else:
             raise StackError(f"{service.name}: healthcheck test {kind!r} is not CMD or CMD-SHELL")
         timeout = _seconds(service.spec["healthcheck"].get("timeout", "30s"))
