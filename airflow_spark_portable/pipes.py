@@ -126,13 +126,13 @@ class LocalChannel(Channel):
 class S3Channel(Channel):
     """A prefix in S3, for engines whose jobs run on clusters (EMR): ``context.json`` and
     ``messages/<seq>.json``. Talks to S3 through the amazon provider's S3Hook; the prefix is
-    scoped to one task try, so two tries (or two tasks) never share a mailbox."""
+    one submission's own (the engine makes it), so no two runs share a mailbox."""
 
     def __init__(self, prefix_uri: str, aws_conn_id: str | None = "aws_default") -> None:
         from airflow_spark_portable.runtime.transport import _bucket_key
 
         self.bucket, key = _bucket_key(prefix_uri)
-        self.prefix = key.rstrip("/") + "/"  # "runs/<name>/"
+        self.prefix = key.rstrip("/") + "/"  # "runs/<name>.<token>/"
         self.aws_conn_id = aws_conn_id
         self._last_key = ""
 
@@ -161,6 +161,18 @@ class S3Channel(Channel):
         body = json.dumps(context.to_dict(), indent=2, default=str)
         hook.load_string(body, key=f"{self.prefix}context.json", bucket_name=self.bucket, replace=True)
         self._last_key = ""
+
+    def read_context(self) -> dict[str, Any] | None:
+        """The context the job was given, as written; None if it is not there or not JSON."""
+        hook = self._hook()
+        key = f"{self.prefix}context.json"
+        if not hook.check_for_key(key, bucket_name=self.bucket):
+            return None
+        try:
+            found = json.loads(hook.read_key(key, bucket_name=self.bucket))
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
 
     def read_new_messages(self) -> list[dict[str, Any]]:
         hook = self._hook()

@@ -4,6 +4,7 @@ moto's server, with tests/harness/emr_cluster.py playing the cluster (moto never
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import hashlib
 import logging
@@ -131,7 +132,7 @@ def test_the_job_runs_as_a_step_with_the_same_context_and_metrics(dag_runner, cl
     assert code.startswith(f"s3://{BUCKET}/spark-portable/artifacts/") and code.endswith("/code.zip")
     # the context travels per step, under this task try's own prefix
     context_uri = args[args.index("--spark-portable-context") + 1]
-    assert context_uri == f"s3://{BUCKET}/spark-portable/runs/{step.name}/context.json"
+    assert re.fullmatch(rf"s3://{BUCKET}/spark-portable/runs/{re.escape(step.name)}\.[0-9a-f]{{16}}/context.json", context_uri)
     assert step.name.endswith(".try1")
 
     # the step's output is copied into the task log on success too; links point at the cluster
@@ -249,6 +250,45 @@ def test_a_retry_reattaches_to_the_running_step_of_its_task_instance(cluster, tm
 
     engine.cancel(handle)
     assert engine.find_active_run(_spec(project, try_number=2)) is None  # nothing to reattach to
+
+
+def test_work_that_only_shares_this_tasks_name_is_never_adopted_nor_shares_its_mailbox(cluster, tmp_path):
+    """Two Airflow deployments (staging and prod) with one s3_root and one cluster run the same
+    DAG: their scheduled runs have the same run ids, so their steps have the same names. A retry
+    adopts only a step doing this task's work (its context, try aside, is this one's), and every
+    submission writes to a mailbox of its own."""
+    cluster.hold = True
+    project = _project(tmp_path, cluster.cluster_id)
+    engine = EmrEngine({"aws_conn_id": None})
+    staging = _spec(project, try_number=1)
+    staging = dataclasses.replace(staging, context=dataclasses.replace(staging.context, output_root="s3://staging/out"))
+    staging_channel = engine.open_channel(staging)
+    staging_channel.write_context(staging.context)
+    engine.submit(staging, staging_channel)
+
+    prod = _spec(project, try_number=2)
+    prod = dataclasses.replace(prod, context=dataclasses.replace(prod.context, output_root="s3://prod/out"))
+    assert engine.find_active_run(prod) is None  # same name, other work
+    prod_channel = engine.open_channel(prod)
+    assert prod_channel.uri != staging_channel.uri
+    # the same work (only the try differs) is this task's earlier try: adopted, with its mailbox
+    again = engine.find_active_run(dataclasses.replace(staging, context=dataclasses.replace(
+        staging.context, run=dataclasses.replace(staging.context.run, try_number=2))))
+    assert again is not None and again["channel_uri"] == staging_channel.uri
+
+
+def test_a_live_step_of_this_name_whose_context_cannot_be_read_stops_the_retry(cluster, tmp_path):
+    """In doubt, no second copy: the step may be this task's earlier try."""
+    cluster.hold = True
+    project = _project(tmp_path, cluster.cluster_id)
+    engine = EmrEngine({"aws_conn_id": None})
+    first = _spec(project, try_number=1)
+    channel = engine.open_channel(first)
+    channel.write_context(first.context)
+    engine.submit(first, channel)
+    boto3.client("s3", region_name=REGION).delete_object(Bucket=BUCKET, Key=channel.prefix + "context.json")
+    with pytest.raises(AirflowException, match="its context .* cannot be read"):
+        engine.find_active_run(_spec(project, try_number=2))
 
 
 def test_cluster_and_profile_errors_are_clear(cluster, tmp_path):
@@ -939,7 +979,7 @@ def test_a_transient_cluster_that_ends_early_decides_by_its_reason_code(cluster,
 
 def test_poll_is_none_while_the_step_is_live_and_the_result_once_it_ended(cluster, tmp_path):
     cluster.hold = True
-    cluster.cancel_latency = 1.0
+    cluster.cancel_latency = 5.0  # CANCEL_PENDING outlasts the poll below even on a loaded machine
     engine = _engine()
     spec = _spec(_project(tmp_path, cluster.cluster_id), 1)
     handle = engine.submit(spec, engine.open_channel(spec))

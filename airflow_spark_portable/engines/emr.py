@@ -31,7 +31,9 @@ modes and cancelling, step concurrency and pools, log upload lag.
 from __future__ import annotations
 
 import gzip
+import json
 import re
+import secrets
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,7 @@ from airflow_spark_portable.exceptions import AirflowException, SparkPortableCon
 from airflow_spark_portable.pipes import Channel, S3Channel
 from airflow_spark_portable.profiles import Profile, spark_conf_strings
 from airflow_spark_portable.redaction import refuse, refuse_secret_args, sensitive_keys
+from airflow_spark_portable.runtime import protocol
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -162,8 +165,10 @@ class EmrEngine(Engine):
     # -- the pipes ----------------------------------------------------------------------
 
     def open_channel(self, spec: JobSpec) -> Channel:
+        """A mailbox of this submission's own. A step's name can be another deployment's too
+        (the same DAG, scheduled run ids are alike, one s3_root): a random part cannot."""
         section = self.validate_profile(spec.profile)
-        return S3Channel(f"{section['s3_root']}/runs/{spec.name}", self.aws_conn_id)
+        return S3Channel(f"{section['s3_root']}/runs/{spec.name}.{secrets.token_hex(8)}", self.aws_conn_id)
 
     def channel_for(self, handle: RunHandle) -> Channel:
         return S3Channel(handle["channel_uri"], handle.get("aws_conn_id"))
@@ -426,9 +431,42 @@ class EmrEngine(Engine):
                 if step["Status"]["State"] == "CANCEL_PENDING":
                     self._await_end(conn, cluster_id, step["Id"], "it is being cancelled (CANCEL_PENDING)")
                     continue
-                channel = S3Channel(f"{section['s3_root']}/runs/{step['Name']}", self.aws_conn_id)
+                channel = self._channel_of_step(step, cluster_id)
+                if not self._does_this_work(channel, spec, step["Id"]):
+                    continue
                 return self._handle(cluster_id, step["Id"], step["Name"], channel, transient)
         return None
+
+    def _channel_of_step(self, step: dict[str, Any], cluster_id: str) -> S3Channel:
+        """The mailbox a step writes to, from its own arguments (its name may be shared)."""
+        args = step.get("Config", {}).get("Args", [])
+        if protocol.ARG_CONTEXT not in args[:-1]:
+            raise AirflowException(
+                f"step {step['Id']} on EMR cluster {cluster_id} is live and named like this task's earlier try, but "
+                f"has no {protocol.ARG_CONTEXT} argument; not starting a second copy. Cancel it if it is not this task's"
+            )
+        context_uri = args[args.index(protocol.ARG_CONTEXT) + 1]
+        return S3Channel(context_uri.removesuffix("context.json"), self.aws_conn_id)
+
+    def _does_this_work(self, channel: S3Channel, spec: JobSpec, step_id: str) -> bool:
+        """Whether the step's context is this try's, the try number aside: only then is it
+        this task instance's earlier try. Unreadable is not "no": in doubt, nothing starts."""
+        found = channel.read_context()
+        if found is None:
+            raise AirflowException(
+                f"step {step_id} is live and named like this task's earlier try, but its context "
+                f"{channel.context_uri} cannot be read; not starting a second copy. A retry checks again"
+            )
+        mine = json.loads(json.dumps(spec.context.to_dict(), default=str))
+        for context in (found, mine):
+            context.get("run", {}).pop("try_number", None)
+        if found != mine:
+            self.log.warning(
+                "Step %s is named like this task's but does other work (its context %s differs): not adopting it",
+                step_id, channel.context_uri,
+            )  # fmt: skip
+            return False
+        return True
 
     def _await_end(self, conn, cluster_id: str, step_id: str | None, why: str) -> None:
         """Wait for an earlier try's step (or transient cluster) to end; raise if it does not."""
