@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -186,17 +187,19 @@ class NativeStack:
     """The compose file's Airflow services as processes; `up()` starts them in the compose
     file's order and waits on its conditions, `down()` stops them, process by process."""
 
-    def __init__(self, compose: Path, env_file: Path, root: Path, database: str = "airflow_stack",
-                 redis_db: int = 1, extra_env: dict[str, str] | None = None,
+    def __init__(self, compose: Path, env_file: Path, root: Path, database: str | None = None,
+                 redis_db: int | None = None, extra_env: dict[str, str] | None = None,
                  shell_env: dict[str, str] | None = None) -> None:
         self.compose_path = compose
         self.project = compose.parent
         self.root = root
-        self.database = database
-        self.redis_db = redis_db
         # as compose: the shell's variables win over the .env file's
         shell = dict(os.environ if shell_env is None else shell_env)
         self.host_env = {**read_env_file(env_file, shell), **(extra_env or {}), **shell}
+        # the compose project's own database, as its postgres-db-volume is (<project>_...)
+        self.name = project_name(self.project, self.host_env)
+        self.database = database or f"{self.name}_airflow"
+        self.redis_db = redis_db if redis_db is not None else 1 + zlib.crc32(self.name.encode()) % 13
         self.compose = load_compose(compose, self.host_env)
         self.services: dict[str, Service] = {}
         self.ports: dict[tuple[str, int], int] = {}
@@ -428,7 +431,8 @@ class NativeStack:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StackError(f"another stack runs from {self.root}: stop it first (scripts/stack.py down)") from None
+            raise StackError(f"another stack runs from {self.root}: stop it first (Ctrl-C in its terminal, or "
+                             "scripts/stack.py down)") from None
         for service in self.services.values():
             self._prepare(service)
         self._backing_servers()
@@ -487,6 +491,13 @@ class NativeStack:
         if ("airflow-apiserver", port) not in self.ports:
             raise StackError(f"airflow-apiserver publishes container port {port}, where nothing listens")
         return f"http://127.0.0.1:{self.ports[('airflow-apiserver', port)]}"
+
+
+def project_name(project: Path, env: dict[str, str]) -> str:
+    """Compose's project name: COMPOSE_PROJECT_NAME, else the project folder's name, lower
+    case, of letters, digits, '_' and '-' only."""
+    name = env.get("COMPOSE_PROJECT_NAME") or project.resolve().name
+    return re.sub(r"[^a-z0-9_-]", "", name.lower()) or "default"
 
 
 def _seconds(duration: str | float) -> float:
@@ -616,6 +627,9 @@ def main() -> int:
         cmd.add_argument("--env-file", type=Path, default=ROOT / ".env")
         cmd.add_argument("--compose", type=Path, default=ROOT / "docker-compose.yaml")
         cmd.add_argument("--root", type=Path, default=ROOT / "var" / "stack")
+        if name == "down":
+            cmd.add_argument("-v", "--volumes", action="store_true",
+                             help="also drop the project's database and Redis index (docker compose down -v)")
     sub.add_parser("entrypoint").add_argument("args", nargs=argparse.REMAINDER)
     mount = sub.add_parser("mount-exec")
     mount.add_argument("mounts")
@@ -630,9 +644,15 @@ def main() -> int:
         return 0
     if opts.cmd == "down":
         # by the marker, not by the pid files: a pid may have been reused since
-        _stop_all(_processes_of(None, opts.root.resolve()), grace=45)
+        running = _processes_of(None, opts.root.resolve())
+        _stop_all(running, grace=45)
         for pid_file in opts.root.glob("*.pid"):
             pid_file.unlink()
+        print(f"stopped {len(running)} processes" if running else "no stack was running", file=sys.stderr)
+        if opts.volumes:
+            stack = NativeStack(opts.compose, opts.env_file, opts.root.resolve())
+            stack.drop_database()
+            print(f"dropped database {stack.database} and flushed Redis index {stack.redis_db}", file=sys.stderr)
         return 0
     if not opts.env_file.exists():
         raise SystemExit(f"no {opts.env_file}: run `{sys.executable} {__file__} init-env` first")
@@ -645,8 +665,11 @@ def main() -> int:
         stack = NativeStack(opts.compose, opts.env_file, opts.root.resolve()).up()
     except StackError as err:
         raise SystemExit(f"the stack did not come up: {err}")
+    if "already exists in the db" in stack.tail("airflow-init"):
+        print(f"note: database {stack.database} was there already, with its admin user: the password that works is "
+              f"the one it was created with (`{Path(__file__).name} down --volumes` starts afresh)", file=sys.stderr)
     print(f"up: {stack.api_url} (user {stack.host_env.get('_AIRFLOW_WWW_USER_USERNAME', 'admin')}, password from "
-          f"{opts.env_file}); logs in {opts.root}/*.log; Ctrl-C stops it")
+          f"{opts.env_file}; database {stack.database}); logs in {opts.root}/*.log; Ctrl-C stops it")
     try:
         while not stack.dead():
             time.sleep(2)
@@ -656,6 +679,7 @@ def main() -> int:
         return 0
     finally:
         stack.down()
+        print("stack stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ bundle: tests/test_mwaa_install.py."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,18 @@ def test_the_mwaa_startup_script_refuses_secret_looking_variables():
         with pytest.raises(SystemExit, match=f"--env {name}: .*Secrets Manager") as error:
             mwaa_bundle.startup_script([f"{name}=canary-value"])
         assert "canary-value" not in str(error.value)
+
+
+def test_each_compose_project_gets_a_database_of_its_own(tmp_path):
+    """Two clones do not share a metadata DB (compose names a project's volumes after it)."""
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in ENV.items()))
+    stacks = {}
+    for folder in ("My Clone", "other"):
+        project = tmp_path / folder
+        project.mkdir()
+        shutil.copy(ROOT / "docker-compose.yaml", project)
+        stacks[folder] = native.NativeStack(project / "docker-compose.yaml", tmp_path / ".env", tmp_path / "r", shell_env={})
+    assert stacks["My Clone"].database == "myclone_airflow" and stacks["other"].database == "other_airflow"
+    named = native.NativeStack(tmp_path / "other" / "docker-compose.yaml", tmp_path / ".env", tmp_path / "r",
+                               shell_env={"COMPOSE_PROJECT_NAME": "prod"})
+    assert named.database == "prod_airflow" and 1 <= named.redis_db <= 13
