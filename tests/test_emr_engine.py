@@ -232,14 +232,19 @@ def _spec(project: Path, try_number: int, application: Path = TEST_JOBS / "probe
     )
 
 
+def _submitted(engine: EmrEngine, spec: JobSpec):
+    """``spec`` submitted as the operator does it: its own mailbox, its context, the step."""
+    channel = engine.open_channel(spec)
+    channel.write_context(spec.context)
+    return channel, engine.submit(spec, channel)
+
+
 def test_a_retry_reattaches_to_the_running_step_of_its_task_instance(cluster, tmp_path):
     cluster.hold = True
     project = _project(tmp_path, cluster.cluster_id)
     engine = EmrEngine({"aws_conn_id": None})
     first = _spec(project, try_number=1)
-    channel = engine.open_channel(first)
-    channel.write_context(first.context)
-    handle = engine.submit(first, channel)
+    channel, handle = _submitted(engine, first)
 
     retry = engine.find_active_run(_spec(project, try_number=2))
     assert retry is not None and retry["step_id"] == handle["step_id"]
@@ -262,9 +267,7 @@ def test_work_that_only_shares_this_tasks_name_is_never_adopted_nor_shares_its_m
     engine = EmrEngine({"aws_conn_id": None})
     staging = _spec(project, try_number=1)
     staging = dataclasses.replace(staging, context=dataclasses.replace(staging.context, output_root="s3://staging/out"))
-    staging_channel = engine.open_channel(staging)
-    staging_channel.write_context(staging.context)
-    engine.submit(staging, staging_channel)
+    staging_channel, _ = _submitted(engine, staging)
 
     prod = _spec(project, try_number=2)
     prod = dataclasses.replace(prod, context=dataclasses.replace(prod.context, output_root="s3://prod/out"))
@@ -282,10 +285,7 @@ def test_a_live_step_of_this_name_whose_context_cannot_be_read_stops_the_retry(c
     cluster.hold = True
     project = _project(tmp_path, cluster.cluster_id)
     engine = EmrEngine({"aws_conn_id": None})
-    first = _spec(project, try_number=1)
-    channel = engine.open_channel(first)
-    channel.write_context(first.context)
-    engine.submit(first, channel)
+    channel, _ = _submitted(engine, _spec(project, try_number=1))
     boto3.client("s3", region_name=REGION).delete_object(Bucket=BUCKET, Key=channel.prefix + "context.json")
     with pytest.raises(AirflowException, match="its context .* cannot be read"):
         engine.find_active_run(_spec(project, try_number=2))
@@ -461,9 +461,7 @@ def test_a_retry_reattaches_to_its_transient_cluster(cluster, tmp_path):
     project = _transient_project(tmp_path)
     engine = EmrEngine({"aws_conn_id": None})
     first = _spec(project, try_number=1)
-    channel = engine.open_channel(first)
-    channel.write_context(first.context)
-    handle = engine.submit(first, channel)
+    _, handle = _submitted(engine, first)
     assert handle["transient"] is True
 
     retry = engine.find_active_run(_spec(project, try_number=2))

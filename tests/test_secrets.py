@@ -110,24 +110,6 @@ def test_the_local_engine_refuses_secrets_in_java_options(key, tmp_path):
     assert key in str(info.value) and "canary-value" not in str(info.value)
 
 
-@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
-def test_emr_step_arguments_refuse_secrets_in_java_options(key):
-    engine = EmrEngine({"aws_conn_id": None})
-    section = {"python": "python3", "deploy_mode": "cluster"}
-    channel = S3Channel("s3://bucket/runs/x", aws_conn_id=None)
-    with pytest.raises(Exception) as info:
-        engine.step(_spec("emr", {key: JAVA_OPTION_SECRETS[key]}), section, "s3://b/app.py", "s3://b/code.zip", channel)
-    assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
-
-
-@pytest.mark.parametrize("key", JAVA_OPTION_SECRETS)
-def test_databricks_run_settings_refuse_secrets_in_java_options(key):
-    engine = DatabricksEngine({})
-    with pytest.raises(Exception) as info:
-        engine._checked_conf(_spec("databricks", {key: JAVA_OPTION_SECRETS[key]}), {"new_cluster": {"num_workers": 1}})
-    assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
-
-
 def test_properties_file_is_private_and_java_readable(tmp_path):
     path = write_properties(tmp_path / "spark.properties", {"a.b": "x=y:z #!\\ \n", "c": " lead"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -152,27 +134,31 @@ def _spec(engine: str, conf: dict[str, str], args: list[str] | None = None) -> J
     )
 
 
-@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
-def test_emr_step_arguments_refuse_every_credential_key(key):
+# each secret-carrying conf: a credential key, or Java options with a secret -D property
+SECRET_CONFS = [(key, "canary-value") for key in CREDENTIAL_KEYS] + list(JAVA_OPTION_SECRETS.items())
+
+
+@pytest.mark.parametrize(("key", "value"), SECRET_CONFS)
+def test_emr_step_arguments_refuse_every_credential_key(key, value):
     engine = EmrEngine({"aws_conn_id": None})
     section = {"python": "python3", "deploy_mode": "cluster"}
     channel = S3Channel("s3://bucket/runs/x", aws_conn_id=None)
     with pytest.raises(Exception) as info:
-        engine.step(_spec("emr", {key: "canary-value"}), section, "s3://b/app.py", "s3://b/code.zip", channel)
+        engine.step(_spec("emr", {key: value}), section, "s3://b/app.py", "s3://b/code.zip", channel)
     assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
     # the same task without the key is a step
     assert engine.step(_spec("emr", {"spark.x": "1"}), section, "s3://b/app.py", "s3://b/code.zip", channel)
 
 
-@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
+@pytest.mark.parametrize(("key", "value"), SECRET_CONFS)
 @pytest.mark.parametrize("compute", ["new_cluster", "existing_cluster"])
-def test_databricks_run_settings_refuse_every_credential_key(key, compute):
+def test_databricks_run_settings_refuse_every_credential_key(key, value, compute):
     section = {"new_cluster": {"num_workers": 1} if compute == "new_cluster" else None}
     engine = DatabricksEngine({})
     with pytest.raises(Exception) as info:
-        engine._checked_conf(_spec("databricks", {key: "canary-value"}), section)
+        engine._checked_conf(_spec("databricks", {key: value}), section)
     assert info.value.code == SECRET_CONF and key in str(info.value) and "canary-value" not in str(info.value)
-    if compute == "new_cluster":  # a secret reference is resolved by Databricks: it may travel
+    if compute == "new_cluster" and key in CREDENTIAL_KEYS:  # a secret reference is resolved by Databricks
         reference = {key: "{{secrets/scope/name}}"}
         assert engine._checked_conf(_spec("databricks", reference), section) == (reference, {})
 
